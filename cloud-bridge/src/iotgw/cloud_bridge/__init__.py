@@ -1,0 +1,1 @@
+"""iotgw cloud bridge: ingest, presence, config delivery and the HTTP api."""

@@ -1,0 +1,57 @@
+"""`iotgw`: the local stack (`iotgw stack up|down|status`) and the demo (`iotgw demo`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from iotgw.contracts.settings import load_settings
+from iotgw.localstack import packages
+from iotgw.localstack.demo import run_demo
+from iotgw.localstack.processes import StackError
+from iotgw.localstack.stack import DEBIAN_PACKAGES, Stack, StackSettings
+
+# The tests also need a server for InfluxDB's v2 write API and a browser for the web pages.
+TEST_PACKAGES = ["victoria-metrics", "chromium"]
+
+
+def _stack_command(action: str) -> int:
+    cfg = load_settings(StackSettings)
+    stack = Stack.from_settings(cfg)
+    if action == "up":
+        started = stack.up(install=cfg.install_packages)
+        print("started: " + (", ".join(started) if started else "nothing (already running)"))
+        print(stack.describe())
+    elif action == "down":
+        stack.down()
+        print("stopped")
+    else:
+        print(json.dumps(stack.status(), indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `iotgw` command."""
+    parser = argparse.ArgumentParser(prog="iotgw", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    stack = sub.add_parser("stack", help="the local RabbitMQ (MQTT plugin) and InfluxDB")
+    stack.add_argument("action", choices=["up", "down", "status"])
+    sub.add_parser("demo", help="stack up, simulated modules, telemetry, a purchase")
+    setup = sub.add_parser("setup", help="install the Debian packages the stack (and tests) need")
+    setup.add_argument("--tests", action="store_true", help="also what the test suite needs")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "stack":
+            return _stack_command(args.action)
+        if args.command == "setup":
+            packages.ensure(DEBIAN_PACKAGES + (TEST_PACKAGES if args.tests else []))
+            return 0
+        return run_demo()
+    except StackError as exc:
+        print(f"iotgw: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

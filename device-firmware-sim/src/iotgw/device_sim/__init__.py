@@ -1,0 +1,1 @@
+"""iotgw device firmware simulator."""

@@ -1,0 +1,1 @@
+"""iotgw edge agent (runs on the IoT module)."""

@@ -1,0 +1,1 @@
+"""iotgw provisioner: purchases become per-client stacks."""
