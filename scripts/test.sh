@@ -6,5 +6,6 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh --tests
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-.venv/bin/mypy
+# Every Python file of the checkout (tracked, or new and not ignored), members and tests alike.
+git ls-files -z --cached --others --exclude-standard '*.py' | xargs -0 .venv/bin/mypy
 exec .venv/bin/pytest "$@"
