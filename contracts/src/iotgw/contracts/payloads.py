@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from iotgw.contracts.names import DnsLabel
+
 MetricValue = float | int | bool | str
 
 
@@ -73,3 +75,26 @@ class ReportedState(_Payload):
     status: Literal["applied", "rejected"] = "applied"
     rejected_version: int | None = None
     reason: str | None = Field(default=None, max_length=1000)
+
+
+class DeviceCredential(_Payload):
+    """A device of a purchase and the RabbitMQ-compatible hash of its secret."""
+
+    id: DnsLabel
+    password_hash: str = Field(min_length=8, max_length=200)
+
+
+class PurchaseData(_Payload):
+    """`Data` of a `purchases.<client>.created` (or `.credentials`) event."""
+
+    order_id: str = Field(min_length=1, max_length=64)
+    quantity: int = Field(ge=1, le=1000)
+    devices: list[DeviceCredential] = Field(default_factory=list, max_length=1000)
+
+
+class ProvisioningData(_Payload):
+    """`Data` of a `provisioning.<client>.ready|failed` event."""
+
+    order_id: str | None = None
+    reason: str | None = Field(default=None, max_length=2000)
+    applied: list[str] = Field(default_factory=list, description="kind/name of what was applied")

@@ -29,6 +29,8 @@ class PurchaseAction(StrEnum):
 
     CREATED = "created"
     CANCELLED = "cancelled"
+    # Device credentials issued or rotated after the purchase: the provisioner owns broker users.
+    CREDENTIALS = "credentials"
 
 
 class ProvisioningOutcome(StrEnum):
