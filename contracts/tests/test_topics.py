@@ -11,6 +11,7 @@ from iotgw.contracts.topics import (
     PurchaseAction,
     PurchaseTopic,
     TopicError,
+    desired_config_routing_key,
     mqtt_to_routing_key,
     provisioning_routing_key,
     routing_key_to_mqtt,
@@ -67,3 +68,9 @@ def test_provisioning_key_validates_the_client() -> None:
     assert provisioning_routing_key("acme", ProvisioningOutcome.READY) == "provisioning.acme.ready"
     with pytest.raises(ValueError, match="client"):
         provisioning_routing_key("ac;me", ProvisioningOutcome.FAILED)
+
+
+def test_desired_config_key_validates_names() -> None:
+    assert desired_config_routing_key("acme", "dev-1") == "config.acme.dev-1.desired"
+    with pytest.raises(ValueError, match="device"):
+        desired_config_routing_key("acme", "dev.1")

@@ -148,6 +148,13 @@ def provisioning_routing_key(client: str, outcome: ProvisioningOutcome) -> str:
     return f"provisioning.{client}.{outcome.value}"
 
 
+def desired_config_routing_key(client: str, device: str) -> str:
+    """`config.<client>.<device>.desired`: the api's request to deliver a device's config."""
+    check_dns_label(client, "client")
+    check_dns_label(device, "device")
+    return f"config.{client}.{device}.desired"
+
+
 def mqtt_to_routing_key(topic: str) -> str:
     """The RabbitMQ MQTT plugin's mapping: `/` becomes `.`, `.` becomes `/`, `+` becomes `*`."""
     return topic.translate(_TO_AMQP)

@@ -120,6 +120,7 @@ STATUS_QUEUE = "q.status"
 STATE_QUEUE = "q.state"
 PROVISIONING_QUEUE = "q.provisioning"
 API_STATUS_QUEUE = "q.api.status"
+CONFIG_QUEUE = "q.config"
 
 DEFAULT_TOPOLOGY = Topology(
     queues=(
@@ -128,5 +129,7 @@ DEFAULT_TOPOLOGY = Topology(
         WorkQueue(STATE_QUEUE, ("devices.*.*.state",)),
         WorkQueue(PROVISIONING_QUEUE, ("purchases.#",), retry_delays_ms=(1_000, 5_000, 30_000)),
         WorkQueue(API_STATUS_QUEUE, ("provisioning.*.*",), retry_delays_ms=(1_000, 5_000)),
+        # Desired configs recorded by the api, delivered as retained MQTT by the presence process.
+        WorkQueue(CONFIG_QUEUE, ("config.*.*.desired",), retry_delays_ms=(1_000, 5_000)),
     )
 )
