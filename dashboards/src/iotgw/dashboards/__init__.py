@@ -1,0 +1,1 @@
+"""iotgw Grafana dashboards, datasource and alert rules as code."""

@@ -1,0 +1,1 @@
+"""iotgw release tooling: semantic versions from commit messages."""
