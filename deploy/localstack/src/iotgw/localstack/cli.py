@@ -12,8 +12,9 @@ from iotgw.localstack.demo import run_demo
 from iotgw.localstack.processes import StackError
 from iotgw.localstack.stack import DEBIAN_PACKAGES, Stack, StackSettings
 
-# The tests also need a server for InfluxDB's v2 write API and a browser for the web pages.
-TEST_PACKAGES = ["victoria-metrics", "chromium"]
+# The tests also need a server for InfluxDB's v2 write API, a browser for the web pages and a
+# PostgreSQL server for the registry (its binaries only: the tests run their own cluster).
+TEST_PACKAGES = ["victoria-metrics", "chromium", "postgresql"]
 
 
 def _stack_command(action: str) -> int:

@@ -4,7 +4,8 @@ Registered as a pytest plugin (entry point `pytest11`), so every member's tests 
 - `rabbitmq`: our own RabbitMQ node (MQTT + management plugins), session-wide;
 - `broker`: a fresh vhost on it per test, deleted afterwards, with AMQP and MQTT coordinates;
 - `influxdb`: our own InfluxDB 1.x, session-wide; `influx_db`: a fresh database per test;
-- `victoria`: VictoriaMetrics, the real server behind the InfluxDB v2 write API tests.
+- `victoria`: VictoriaMetrics, the real server behind the InfluxDB v2 write API tests;
+- `postgres`: our own PostgreSQL cluster (tests create and drop their databases on it).
 Nothing here touches the machine's own RabbitMQ, Mosquitto or PostgreSQL.
 
 Slow soak and load tests are marked `slow` and run only with `pytest --slow`.
@@ -24,6 +25,7 @@ import pytest
 
 from iotgw.contracts.topology import DEFAULT_TOPOLOGY
 from iotgw.localstack.influxdb import InfluxNode, VictoriaNode
+from iotgw.localstack.postgres import PostgresNode
 from iotgw.localstack.processes import free_ports
 from iotgw.localstack.rabbitmq import RabbitEndpoints, RabbitNode
 
@@ -174,6 +176,16 @@ def victoria(services_dir: Path) -> Iterator[VictoriaNode]:
     """VictoriaMetrics on a free port: a real server for InfluxDB's v2 write API."""
     (port,) = free_ports(1)
     node = VictoriaNode(services_dir / "victoria", port)
+    node.start()
+    yield node
+    node.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres(services_dir: Path) -> Iterator[PostgresNode]:
+    """Our own PostgreSQL cluster on a free port, for the whole session (never the machine's)."""
+    (port,) = free_ports(1)
+    node = PostgresNode(services_dir / "postgres", port)
     node.start()
     yield node
     node.stop()
