@@ -1,0 +1,1 @@
+"""The purchase and device HTTP API (FastAPI): thin routers over the registry repository."""

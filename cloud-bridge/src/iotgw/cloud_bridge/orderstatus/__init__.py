@@ -1,0 +1,1 @@
+"""Order status from the provisioner's events (q.api.status) into the registry."""

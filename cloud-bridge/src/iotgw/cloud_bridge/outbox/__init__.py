@@ -1,0 +1,1 @@
+"""Transactional outbox: rows written with the change they announce, relayed with confirms."""
