@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 
 from iotgw.contracts.settings import load_settings
@@ -15,6 +16,15 @@ from iotgw.localstack.stack import DEBIAN_PACKAGES, Stack, StackSettings
 # The tests also need a server for InfluxDB's v2 write API, a browser for the web pages and a
 # PostgreSQL server for the registry (its binaries only: the tests run their own cluster).
 TEST_PACKAGES = ["victoria-metrics", "chromium", "postgresql"]
+# `kubectl kustomize` renders the deploy overlays in the tests: Debian ships kubectl in
+# kubernetes-client (1.20, kustomize v2.0.3; deploy/ is written to render with it too).
+KUBECTL_PACKAGE = "kubernetes-client"
+
+
+def test_packages() -> list[str]:
+    """TEST_PACKAGES, plus Debian's kubectl unless a kubectl is already on PATH (one installed
+    from another vendor's package owns /usr/bin/kubectl, and Debian's would conflict with it)."""
+    return TEST_PACKAGES + ([] if shutil.which("kubectl") else [KUBECTL_PACKAGE])
 
 
 def _stack_command(action: str) -> int:
@@ -46,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "stack":
             return _stack_command(args.action)
         if args.command == "setup":
-            packages.ensure(DEBIAN_PACKAGES + (TEST_PACKAGES if args.tests else []))
+            packages.ensure(DEBIAN_PACKAGES + (test_packages() if args.tests else []))
             return 0
         return run_demo()
     except StackError as exc:
