@@ -1,4 +1,5 @@
-"""Everything Grafana is provisioned with, as files: dashboards, datasource, alert rules.
+"""Everything Grafana is provisioned with, as files: dashboards, datasource, alert rules, and
+the kustomization that turns them into ConfigMaps for deploy/base.
 
 `generate()` maps each path under dashboards/grafana/ to its content; the committed files must
 equal it (the `iotgw-dashboards --check` command and the tests say so when they do not).
@@ -73,7 +74,26 @@ def generate() -> dict[str, str]:
     files["provisioning/datasources/influxdb.yaml"] = _yaml(datasource_provisioning())
     files["provisioning/dashboards/iotgw.yaml"] = _yaml(dashboard_provider())
     files["provisioning/alerting/iotgw-rules.yaml"] = _yaml(alert_provisioning())
+    files["kustomization.yaml"] = _yaml(_kustomization(sorted(files)))
     return files
+
+
+def _kustomization(paths: list[str]) -> dict[str, object]:
+    """ConfigMaps for Grafana's mounts, one per folder it reads; deploy/base uses this as a base."""
+
+    def under(prefix: str) -> list[str]:
+        return [path for path in paths if path.startswith(prefix)]
+
+    return {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "configMapGenerator": [
+            {"name": "grafana-dashboards", "files": under("dashboards/")},
+            {"name": "grafana-datasources", "files": under("provisioning/datasources/")},
+            {"name": "grafana-dashboard-providers", "files": under("provisioning/dashboards/")},
+            {"name": "grafana-alerting", "files": under("provisioning/alerting/")},
+        ],
+    }
 
 
 def write(root: Path) -> list[Path]:
