@@ -35,7 +35,7 @@ def _build(body: bytes, key: str = KEY) -> bytes:
 def test_reading_becomes_one_point_with_tags_fields_seq_and_device_time() -> None:
     line = _build(_body(metrics={"temperature": 21.5, "door": True, "mode": "eco"}))
     assert line == (
-        b"telemetry,client=acme,device=dev-1 temperature=21.5,door=true,mode=\"eco\",seq=7i "
+        b'telemetry,client=acme,device=dev-1 temperature=21.5,door=true,mode="eco",seq=7i '
         b"1699999998500000000\n"
     )
 
