@@ -1,0 +1,161 @@
+"""One network loop for any number of paho clients: epoll + timers, no thread per device.
+
+paho-mqtt supports external loops: it tells us when its socket opens or closes and when it has
+bytes to write (`on_socket_*` callbacks); we call `loop_read`, `loop_write` and, once a second,
+`loop_misc` (keepalive). The agent runs this loop with one client, the simulator with thousands.
+Timers (sampling ticks, reconnect backoff) share the same loop, so device code never needs a lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import selectors
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+MISC_INTERVAL_S = 1.0
+
+
+@dataclass(order=True)
+class Timer:
+    """A scheduled callback; `cancel()` makes it a no-op."""
+
+    when: float
+    order: int
+    callback: Callable[[], None] = field(compare=False)
+    cancelled: bool = field(default=False, compare=False)
+
+    def cancel(self) -> None:
+        """Do not run the callback."""
+        self.cancelled = True
+
+
+class NetLoop:
+    """Drives paho clients' sockets and timers from one thread."""
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._timers: list[Timer] = []
+        self._order = itertools.count()
+        self._clients: set[mqtt.Client] = set()
+        self._paused: set[mqtt.Client] = set()
+        self._stopping = False
+        self.after_iteration: list[Callable[[], object]] = []
+
+    # --- clients -------------------------------------------------------------------------------
+    def attach(self, client: mqtt.Client) -> None:
+        """Let this loop drive `client`'s socket."""
+        client.on_socket_open = self._on_open
+        client.on_socket_close = self._on_close
+        client.on_socket_register_write = self._on_register_write
+        client.on_socket_unregister_write = self._on_unregister_write
+        self._clients.add(client)
+
+    def detach(self, client: mqtt.Client) -> None:
+        """Stop driving `client` (after it disconnected)."""
+        self._clients.discard(client)
+
+    def _events(self, client: mqtt.Client) -> int:
+        events = 0 if client in self._paused else selectors.EVENT_READ
+        if client.want_write():
+            events |= selectors.EVENT_WRITE
+        return events
+
+    def _update(self, client: mqtt.Client, sock: Any) -> None:
+        events = self._events(client)
+        try:
+            if events:
+                self._selector.modify(sock, events, client)
+            else:
+                self._selector.unregister(sock)
+        except KeyError:
+            if events:
+                self._selector.register(sock, events, client)
+
+    def _on_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._update(client, sock)
+
+    def _on_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._paused.discard(client)
+        # Never registered, or already gone: either way nothing to undo.
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(sock)
+
+    def _on_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._update(client, sock)
+
+    def _on_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._update(client, sock)
+
+    def pause_reading(self, client: mqtt.Client, seconds: float) -> None:
+        """Leave `client`'s incoming bytes unread for `seconds` (a slow consumer)."""
+        sock = client.socket()
+        if sock is None or client in self._paused:
+            return
+        self._paused.add(client)
+        self._update(client, sock)
+
+        def resume() -> None:
+            self._paused.discard(client)
+            current = client.socket()
+            if current is not None:
+                self._update(client, current)
+
+        self.call_later(seconds, resume)
+
+    # --- timers --------------------------------------------------------------------------------
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        """Run `callback` on the loop after `delay` seconds."""
+        timer = Timer(time.monotonic() + max(0.0, delay), next(self._order), callback)
+        heapq.heappush(self._timers, timer)
+        return timer
+
+    # --- running -------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Make `run` return after the current iteration (safe from a signal handler)."""
+        self._stopping = True
+
+    def run(self, until: Callable[[], bool] | None = None, timeout: float | None = None) -> None:
+        """Run until `stop()`, `until()` is true, or `timeout` seconds passed."""
+        self._stopping = False
+        deadline = None if timeout is None else time.monotonic() + timeout
+        next_misc = time.monotonic() + MISC_INTERVAL_S
+        while not self._stopping and not (until is not None and until()):
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return
+            wait = next_misc - now
+            if self._timers:
+                wait = min(wait, self._timers[0].when - now)
+            if deadline is not None:
+                wait = min(wait, deadline - now)
+            for key, mask in self._selector.select(max(0.0, wait)):
+                client: mqtt.Client = key.data
+                if mask & selectors.EVENT_READ and client not in self._paused:
+                    client.loop_read()
+                if mask & selectors.EVENT_WRITE and client.socket() is not None:
+                    client.loop_write()
+            self._run_timers()
+            if time.monotonic() >= next_misc:
+                next_misc = time.monotonic() + MISC_INTERVAL_S
+                for client in list(self._clients):
+                    client.loop_misc()
+            for hook in self.after_iteration:
+                hook()
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        while self._timers and self._timers[0].when <= now:
+            timer = heapq.heappop(self._timers)
+            if not timer.cancelled:
+                timer.callback()
+
+    def close(self) -> None:
+        """Release the selector."""
+        self._selector.close()
