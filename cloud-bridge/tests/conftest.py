@@ -15,8 +15,11 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from iotgw.cloud_bridge.api.settings import ApiSettings
+from iotgw.cloud_bridge.api.testing import ApiServer, serve_api
 from iotgw.cloud_bridge.registry.database import make_engine, migrate, session_factory
 from iotgw.localstack.postgres import PostgresNode
+from iotgw.localstack.pytest_plugin import Broker
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -45,3 +48,26 @@ def registry_engine(database_url: str) -> Iterator[Engine]:
 def sessions(registry_engine: Engine) -> sessionmaker[Session]:
     """Session factory of the registry under test."""
     return session_factory(registry_engine)
+
+
+OPERATOR_KEY = "test-operator-key-" + uuid.uuid4().hex
+
+
+@pytest.fixture
+def api_settings(database_url: str, topology_broker: Broker) -> ApiSettings:
+    """Settings pointing at the test's database and vhost; no InfluxDB unless overridden."""
+    return ApiSettings(
+        database_url=database_url,
+        amqp_url=topology_broker.amqp_url,
+        operator_key=OPERATOR_KEY,
+        influx_url="http://127.0.0.1:9",
+        outbox_poll_interval_s=0.2,
+        sse_poll_interval_s=0.1,
+    )
+
+
+@pytest.fixture
+def api(sessions: sessionmaker[Session], api_settings: ApiSettings) -> Iterator[ApiServer]:
+    """The api on a fresh database and vhost, relay and status consumer running."""
+    with serve_api(sessions, api_settings) as server:
+        yield server

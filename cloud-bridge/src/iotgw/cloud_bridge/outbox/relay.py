@@ -66,13 +66,12 @@ class OutboxRelay:
                 while self.publish_pending() == BATCH and not self._stop.is_set():
                     pass
                 backoff = 0.2
+                self._idle()
             except (pika.exceptions.AMQPError, OSError) as exc:
                 log.warning("outbox relay: broker unavailable, retrying", extra={"error": str(exc)})
                 self._close()
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
-                continue
-            self._idle()
         self._close()
 
     def _idle(self) -> None:
