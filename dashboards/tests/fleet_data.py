@@ -1,19 +1,16 @@
-"""A small fleet's worth of points, written with InfluxDB's v1 /write exactly as
-`iotgw.contracts.measurements` describes them, and the facts the dashboards must show."""
+"""A small fleet: its readings (published over MQTT through the real ingest by the tests), the
+points of processes that have no writer in this test (presence, provisioning, a lagging ingest
+instance, a provisioning dead letter; written with the v1 /write API exactly as
+`iotgw.contracts.measurements` describes them), and the facts the dashboards must show."""
 
 from __future__ import annotations
 
-import time
+import json
+from collections.abc import Iterator
 
 import httpx
 
-from iotgw.contracts.measurements import (
-    DEAD_LETTERS,
-    INGEST,
-    PRESENCE,
-    PROVISIONING,
-    TELEMETRY,
-)
+from iotgw.contracts.measurements import DEAD_LETTERS, INGEST, PRESENCE, PROVISIONING
 
 DEVICES = {"acme": ("d1", "d2"), "globex": ("g1",)}
 LOW_BATTERY = ("acme", "d2")
@@ -21,41 +18,43 @@ OFFLINE = ("acme", "d2")
 READINGS_PER_DEVICE = 20
 TRACE_RETRIED = "7d0c9a52-2f6e-4a8e-9d1b-5c3f1e0a2b44"
 TRACE_READY = "0b1e6c8f-91d2-4c55-a2e7-3c4d5e6f7a8b"
-LAGGING_INSTANCE = "ingest-0"
-DEAD_LETTER_REASONS = {("q.telemetry", "malformed"): 3, ("q.provisioning", "retries-exhausted"): 1}
+LAGGING_INSTANCE = "ingest-lagging"
+PROVISIONING_DEAD_LETTER = ("q.provisioning", "retries-exhausted")
 
 
-def lines(now_s: int) -> list[str]:
-    """Line protocol for the fleet, timestamps in seconds, all within the last 25 minutes."""
-    out = []
+def readings(now_s: int) -> Iterator[tuple[str, str, bytes]]:
+    """(client, device, telemetry payload) for one reading a minute over the last 20 minutes."""
     for client, devices in DEVICES.items():
         for device in devices:
             battery_end = 12.0 if (client, device) == LOW_BATTERY else 80.0
             for i in range(READINGS_PER_DEVICE):
+                metrics = {
+                    "temperature": round(20 + i * 0.1, 2),
+                    "humidity": 40.0 + i,
+                    "battery": round(battery_end + (READINGS_PER_DEVICE - 1 - i) * 0.1, 2),
+                    "rssi": -60.0 - i,
+                }
                 ts = now_s - (READINGS_PER_DEVICE - i) * 60
-                battery = battery_end + (READINGS_PER_DEVICE - 1 - i) * 0.1
-                out.append(
-                    f"{TELEMETRY},client={client},device={device} temperature={20 + i * 0.1},"
-                    f"humidity={40 + i},battery={battery},rssi={-60 - i},seq={i}i {ts}"
-                )
+                yield client, device, json.dumps({"ts": ts, "seq": i, "metrics": metrics}).encode()
+
+
+def other_writers_lines(now_s: int) -> list[str]:
+    """Line protocol for presence, provisioning and the extra health points (seconds)."""
+    out = []
+    for client, devices in DEVICES.items():
+        for device in devices:
             online = 0 if (client, device) == OFFLINE else 1
-            out.append(
-                f"{PRESENCE},client={client},device={device} online=1i,epoch=1i {now_s - 1500}"
-            )
-            out.append(
-                f"{PRESENCE},client={client},device={device} online={online}i,epoch=2i "
-                f"{now_s - 600}"
-            )
+            tags = f"client={client},device={device}"
+            out.append(f"{PRESENCE},{tags} online=1i,epoch=1i {now_s - 1500}")
+            out.append(f"{PRESENCE},{tags} online={online}i,epoch=2i {now_s - 600}")
     for i in range(10):
-        ts = now_s - (10 - i) * 60
-        for instance, depth in ((LAGGING_INSTANCE, 20_000 + i), ("ingest-1", 5)):
-            out.append(
-                f"{INGEST},instance={instance} received=500i,written=498i,dead_lettered=2i,"
-                f"batch_size=250i,write_ms={8 + i}.5,queue_depth={depth}i,skew_corrected=0i {ts}"
-            )
-    for (queue, reason), count in DEAD_LETTER_REASONS.items():
-        for i in range(count):
-            out.append(f"{DEAD_LETTERS},queue={queue},reason={reason} count=1i {now_s - 60 - i}")
+        out.append(
+            f"{INGEST},instance={LAGGING_INSTANCE} received=500i,written=500i,dead_lettered=0i,"
+            f"batch_size=500i,write_ms=9.5,queue_depth={20_000 + i}i,skew_corrected=0i "
+            f"{now_s - (10 - i) * 60}"
+        )
+    queue, reason = PROVISIONING_DEAD_LETTER
+    out.append(f"{DEAD_LETTERS},queue={queue},reason={reason} count=1i {now_s - 60}")
     out.append(
         f'{PROVISIONING},client=acme,product=Product-A,status=failed trace_id="{TRACE_RETRIED}",'
         f'latency_ms=950.0,reason="quota exceeded" {now_s - 900}'
@@ -71,14 +70,12 @@ def lines(now_s: int) -> list[str]:
     return out
 
 
-def write_fleet(influx_url: str, database: str) -> int:
-    """Write the fleet through /write (precision seconds); returns the 'now' used."""
-    now_s = int(time.time())
+def write_lines(influx_url: str, database: str, lines: list[str]) -> None:
+    """POST line protocol (precision seconds) to the v1 /write API."""
     response = httpx.post(
         f"{influx_url}/write",
         params={"db": database, "precision": "s"},
-        content="\n".join(lines(now_s)).encode(),
+        content="\n".join(lines).encode(),
         timeout=30,
     )
     response.raise_for_status()
-    return now_s

@@ -2,13 +2,16 @@
 against the real InfluxDB holding a fleet's telemetry and returns the series it expects; the
 alert rules' queries pick out exactly the devices and queues that should fire.
 
-The fleet is written with the v1 /write API as `iotgw.contracts.measurements` describes it:
-the ingest process had not landed when these tests were written.
+The telemetry goes through the real pipeline: each device publishes its readings over MQTT
+into RabbitMQ's MQTT plugin and `iotgw-ingest` writes them (and its own health points and a
+dead letter for a malformed message). Presence and provisioning points, whose writers are not
+part of this test, are written with the v1 /write API as `iotgw.contracts.measurements` says.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -16,23 +19,30 @@ from typing import Any
 import pytest
 import yaml
 
+from iotgw.cloud_bridge.ingest.points import REASON_BAD_JSON
+from iotgw.contracts.topology import TELEMETRY_QUEUE
 from iotgw.dashboards.alerts import ALERT_RULES, unescape_env
 from iotgw.dashboards.catalog import DASHBOARDS
 from iotgw.dashboards.cli import DEFAULT_ROOT
 from iotgw.dashboards.influxql import fill
 from iotgw.dashboards.model import Expect
-from iotgw.localstack.pytest_plugin import InfluxDatabase
+from iotgw.localstack.pytest_plugin import Broker, InfluxDatabase
 
 from .fleet_data import (
-    DEAD_LETTER_REASONS,
     DEVICES,
     LAGGING_INSTANCE,
     LOW_BATTERY,
     OFFLINE,
+    PROVISIONING_DEAD_LETTER,
     READINGS_PER_DEVICE,
     TRACE_RETRIED,
-    write_fleet,
+    other_writers_lines,
+    readings,
+    write_lines,
 )
+from .pipeline import ingest_running, poll_until, publish
+
+DEAD_LETTERS = {(TELEMETRY_QUEUE, REASON_BAD_JSON), PROVISIONING_DEAD_LETTER}
 
 VARIABLES = {"client": "acme", "device": "d1", "trace_id": TRACE_RETRIED}
 
@@ -63,11 +73,35 @@ def _targets() -> Iterator[Target]:
 TARGETS = list(_targets())
 
 
+@pytest.fixture(scope="module")
+def fleet_now() -> int:
+    """'Now' for the fleet's timestamps, in seconds."""
+    return int(time.time())
+
+
 @pytest.fixture
-def fleet(influx_db: InfluxDatabase) -> InfluxDatabase:
-    """The test's database with the fleet written into it."""
-    write_fleet(influx_db.url, influx_db.name)
+def fleet(topology_broker: Broker, influx_db: InfluxDatabase, fleet_now: int) -> InfluxDatabase:
+    """The test's database after the fleet's readings went through MQTT and the ingest, plus
+    one malformed message, plus the other writers' points."""
+    total = sum(len(devices) for devices in DEVICES.values()) * READINGS_PER_DEVICE
+    malformed = ("acme", "d1", b"{not json")
+    with ingest_running(topology_broker, influx_db):
+        publish(topology_broker, [*readings(fleet_now), malformed])
+        poll_until(
+            lambda: (
+                _count(influx_db, 'SELECT count("seq") FROM "telemetry"') == total
+                and _count(influx_db, 'SELECT sum("count") FROM "dead_letters"') == 1
+            ),
+            60,
+            "every reading written and the malformed one dead-lettered",
+        )
+    write_lines(influx_db.url, influx_db.name, other_writers_lines(fleet_now))
     return influx_db
+
+
+def _count(db: InfluxDatabase, query: str) -> int:
+    series = _series(db, query)
+    return int(series[0]["values"][0][1]) if series else 0
 
 
 def _series(db: InfluxDatabase, query: str) -> list[dict[str, Any]]:
@@ -128,8 +162,7 @@ def test_panels_show_the_fleet(fleet: InfluxDatabase) -> None:
     (last_seen,) = _only(fleet, "iotgw-device", "Last seen")
     assert _column(last_seen, "seq") == [READINGS_PER_DEVICE - 1]
     dead = _only(fleet, "iotgw-pipeline", "Dead letters by reason")
-    reasons = {s["tags"]["reason"] for s in dead}
-    assert reasons == {reason for _, reason in DEAD_LETTER_REASONS}
+    assert {s["tags"]["reason"] for s in dead} == {reason for _, reason in DEAD_LETTERS}
     (trace,) = _only(fleet, "iotgw-provisioning", "Trace $trace_id")
     assert _column(trace, "status") == ["failed", "ready"]
     assert set(_column(trace, "trace_id")) == {TRACE_RETRIED}
@@ -155,7 +188,7 @@ def test_alert_rules_fire_for_the_right_series(fleet: InfluxDatabase) -> None:
     expected_firing = {
         "iotgw-device-offline": {OFFLINE},
         "iotgw-battery-low": {LOW_BATTERY},
-        "iotgw-dead-letters-growing": set(DEAD_LETTER_REASONS),
+        "iotgw-dead-letters-growing": DEAD_LETTERS,
         "iotgw-ingest-lag": {(LAGGING_INSTANCE,)},
     }
     reducers: dict[str, Callable[[list[float]], float]] = {
