@@ -14,8 +14,10 @@ from iotgw.cloud_bridge.ingest.points import (
     InvalidMessageError,
     PointBuilder,
     SkewGuard,
+    fast_reading,
     quote_string,
 )
+from iotgw.contracts.payloads import Telemetry
 from iotgw.localstack.pytest_plugin import InfluxDatabase
 
 KEY = "devices.acme.dev-1.telemetry"
@@ -95,3 +97,35 @@ def test_string_fields_survive_influxdb_unchanged(influx_db: InfluxDatabase) -> 
     result = influx_db.node.query("SELECT note FROM telemetry", db=influx_db.name)
     assert result["results"][0]["series"][0]["values"][0][1] == value  # type: ignore[index]
     assert quote_string("a\nb") == '"a\\nb"'
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"ts": 1700000000.5, "seq": 3, "metrics": {"t": 1.5, "n": 2, "on": false, "s": "x"}}',
+        b'{"ts": 1700000000, "seq": 0, "metrics": {"t_1": -0.0}}',
+        b'{"ts": "1700000000", "seq": 3, "metrics": {"t": 1}}',
+        b'{"ts": 1700000000, "seq": 3.0, "metrics": {"t": 1}}',
+        b'{"ts": 1700000000, "seq": true, "metrics": {"t": 1}}',
+        b'{"ts": 0, "seq": 3, "metrics": {"t": 1}}',
+        b'{"ts": 1e999, "seq": 3, "metrics": {"t": 1}}',
+        b'{"ts": 1' + b"0" * 30 + b', "seq": 3, "metrics": {"t": 1}}',
+        b'{"ts": 1700000000, "seq": 3, "metrics": {"t": null}}',
+        b'{"ts": 1700000000, "seq": 3, "metrics": {"t": Infinity}}',
+        b'{"ts": 1700000000, "seq": 3, "metrics": {"": 1}}',
+        b'{"ts": 1700000000, "seq": 3, "metrics": {"t": {"deep": 1}}}',
+        b"[1, 2]",
+    ],
+)
+def test_fast_path_accepts_only_what_the_contract_accepts_with_the_same_values(
+    body: bytes,
+) -> None:
+    fast = fast_reading(body)
+    try:
+        reading = Telemetry.model_validate_json(body)
+    except ValueError:
+        assert fast is None
+        return
+    if fast is not None:
+        assert fast == (reading.ts, reading.seq, reading.metrics)
+        assert [type(v) for v in fast[2].values()] == [type(v) for v in reading.metrics.values()]

@@ -1,0 +1,340 @@
+"""Telemetry ingest throughput and latency against baselines measured in the same run.
+
+Starts its own RabbitMQ node and InfluxDB (iotgw.localstack, free ports, a temporary folder) and
+measures, one after another on the same machine:
+- baseline A, the broker's delivery limit: a bare pika consumer that only acks (prefetch 300,
+  ack every 30) draining a pre-filled q.telemetry;
+- baseline B, the database's write limit: raw 5000-line POSTs to InfluxDB's /write;
+- `iotgw-ingest` (a child process, default settings) draining the same pre-filled queue;
+- a batch-size sweep of the ingest;
+- end-to-end latency, device timestamp -> readable in InfluxDB, with devices publishing over
+  MQTT (QoS 1) at half the ingest's measured maximum rate.
+Prints one JSON object per figure and the ratio summary as the LAST line.
+Run: `.venv/bin/python bench/bench_ingest.py` (BENCH_MESSAGES sets the queue size).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as mqtt
+import pika
+from paho.mqtt.enums import CallbackAPIVersion
+
+from iotgw.cloud_bridge.ingest.points import PointBuilder, SkewGuard
+from iotgw.contracts.measurements import TELEMETRY
+from iotgw.contracts.topology import DEFAULT_TOPOLOGY, TELEMETRY_QUEUE
+from iotgw.localstack.influxdb import InfluxNode
+from iotgw.localstack.processes import free_ports
+from iotgw.localstack.rabbitmq import RabbitEndpoints, RabbitNode
+
+MESSAGES = int(os.environ.get("BENCH_MESSAGES", "60000"))
+DEVICES = 100
+VHOST = "bench"
+SWEEP = (250, 1000, 2000, 5000)
+LATENCY_SECONDS = 10.0
+INGEST = Path(sys.executable).parent / "iotgw-ingest"
+
+
+def emit(**figures: Any) -> None:
+    """One line of JSON."""
+    print(json.dumps(figures), flush=True)
+
+
+def reading(seq: int, ts: float) -> bytes:
+    """A realistic small reading."""
+    metrics = {
+        "temperature": round(random.uniform(15, 30), 2),
+        "humidity": round(random.uniform(30, 70), 1),
+        "rssi": random.randint(-90, -40),
+    }
+    return json.dumps({"ts": ts, "seq": seq, "metrics": metrics}).encode()
+
+
+def routing_key(seq: int) -> str:
+    return f"devices.bench.dev-{seq % DEVICES}.telemetry"
+
+
+class Bench:
+    """The services and the measurements."""
+
+    def __init__(self, rabbit: RabbitNode, influx: InfluxNode) -> None:
+        self.rabbit = rabbit
+        self.influx = influx
+        self.amqp_url = rabbit.endpoints.amqp_url(VHOST)
+        self._db_counter = 0
+
+    def channel(self) -> Any:
+        return pika.BlockingConnection(pika.URLParameters(self.amqp_url)).channel()
+
+    def depth(self) -> tuple[int, int]:
+        channel = self.channel()
+        ok = channel.queue_declare(TELEMETRY_QUEUE, passive=True).method
+        channel.connection.close()
+        return int(ok.message_count), int(ok.consumer_count)
+
+    def fill(self, count: int) -> None:
+        """Put `count` readings in q.telemetry (as the MQTT plugin would route them)."""
+        channel = self.channel()
+        start = time.time() - count * 1e-4
+        for seq in range(count):
+            channel.basic_publish("amq.topic", routing_key(seq), reading(seq, start + seq * 1e-4))
+        channel.connection.close()
+        deadline = time.monotonic() + 120
+        while self.depth()[0] < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError("queue did not fill")
+            time.sleep(0.1)
+
+    def new_database(self) -> str:
+        self._db_counter += 1
+        name = f"bench_{self._db_counter}"
+        self.influx.query(f'DROP DATABASE "{name}"')
+        return name
+
+    def count(self, database: str) -> int:
+        answer = httpx.post(
+            self.influx.url + "/query",
+            params={"q": f"SELECT count(seq) FROM {TELEMETRY}", "db": database},  # noqa: S608
+            timeout=30,
+        ).json()
+        series = answer["results"][0].get("series")
+        return int(series[0]["values"][0][1]) if series else 0
+
+    # ------------------------------------------------------------ baselines
+
+    def bare_consumer(self, count: int) -> float:
+        """Baseline A: msg/s of a consumer that only acks (prefetch 300, ack every 30)."""
+        self.fill(count)
+        channel = self.channel()
+        channel.basic_qos(prefetch_count=300)
+        received = 0
+        started = time.perf_counter()
+
+        def on_message(ch: Any, method: Any, _props: Any, _body: bytes) -> None:
+            nonlocal received
+            received += 1
+            if received % 30 == 0 or received == count:
+                ch.basic_ack(method.delivery_tag, multiple=True)
+            if received == count:
+                ch.stop_consuming()
+
+        channel.basic_consume(TELEMETRY_QUEUE, on_message)
+        channel.start_consuming()
+        elapsed = time.perf_counter() - started
+        channel.connection.close()
+        return count / elapsed
+
+    def raw_writes(self, count: int, lines_per_post: int = 5000) -> float:
+        """Baseline B: points/s of raw `lines_per_post`-line POSTs to /write."""
+        database = self.new_database()
+        self.influx.query(f'CREATE DATABASE "{database}"')
+        builder = PointBuilder(SkewGuard())
+        start = time.time() - count * 1e-4
+        lines = [
+            builder.build(routing_key(seq), reading(seq, start + seq * 1e-4)).line
+            for seq in range(count)
+        ]
+        bodies = [b"".join(lines[i : i + lines_per_post]) for i in range(0, count, lines_per_post)]
+        with httpx.Client(base_url=self.influx.url, timeout=60) as client:
+            started = time.perf_counter()
+            for body in bodies:
+                response = client.post("/write", params={"db": database}, content=body)
+                response.raise_for_status()
+            elapsed = time.perf_counter() - started
+        assert self.count(database) == count
+        return count / elapsed
+
+    # ------------------------------------------------------------ ingest
+
+    def start_ingest(self, database: str, **settings: Any) -> subprocess.Popen[bytes]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IOTGW_")}
+        env.update(
+            IOTGW_AMQP_URL=self.amqp_url,
+            IOTGW_INFLUX_URL=self.influx.url,
+            IOTGW_INFLUX_DATABASE=database,
+            IOTGW_LOG_LEVEL="WARNING",
+        )
+        env.update({f"IOTGW_{k.upper()}": str(v) for k, v in settings.items()})
+        return subprocess.Popen([str(INGEST)], env=env, stdout=subprocess.DEVNULL)
+
+    def stop_ingest(self, process: subprocess.Popen[bytes]) -> None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def ingest_drain(self, count: int, **settings: Any) -> float:
+        """msg/s of `iotgw-ingest` draining `count` pre-filled readings into InfluxDB."""
+        self.fill(count)
+        database = self.new_database()
+        process = self.start_ingest(database, **settings)
+        try:
+            while self.depth()[1] < 1:
+                time.sleep(0.005)
+            started = time.perf_counter()
+            while self.count(database) < count:
+                time.sleep(0.05)
+            elapsed = time.perf_counter() - started
+        finally:
+            self.stop_ingest(process)
+        written = self.count(database)
+        if written != count:
+            raise RuntimeError(f"ingest wrote {written} points, expected {count}")
+        return count / elapsed
+
+    # ------------------------------------------------------------ latency
+
+    def latency(self, rate: float, seconds: float) -> dict[str, Any]:
+        """p50/p99 ms from device timestamp to readable in InfluxDB, devices on MQTT QoS 1."""
+        database = self.new_database()
+        process = self.start_ingest(database)
+        try:
+            while self.depth()[1] < 1:
+                time.sleep(0.01)
+            samples: list[float] = []
+            done = threading.Event()
+            reader = threading.Thread(target=self._read_latencies, args=(database, samples, done))
+            reader.start()
+            sent = self._publish_mqtt(rate, seconds)
+            deadline = time.monotonic() + 30
+            while len(samples) < sent and time.monotonic() < deadline:
+                time.sleep(0.05)
+            done.set()
+            reader.join()
+        finally:
+            self.stop_ingest(process)
+        # The first second is warm-up (connections, first batches).
+        steady = sorted(samples[int(rate) :])
+        return {
+            "rate_msg_s": round(rate),
+            "published": sent,
+            "seen": len(samples),
+            "p50_ms": round(steady[len(steady) // 2] * 1000, 1),
+            "p99_ms": round(steady[int(len(steady) * 0.99)] * 1000, 1),
+            "max_ms": round(steady[-1] * 1000, 1),
+        }
+
+    def _publish_mqtt(self, rate: float, seconds: float) -> int:
+        """Publish readings at `rate` msg/s from a few MQTT clients (QoS 1) for `seconds`."""
+        ep = self.rabbit.endpoints
+        clients = []
+        for i in range(4):
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2, client_id=f"bench-{i}", protocol=mqtt.MQTTv311
+            )
+            client.username_pw_set(f"{VHOST}:{ep.username}", ep.password)
+            client.max_inflight_messages_set(1000)
+            client.connect(ep.host, ep.mqtt_port)
+            client.loop_start()
+            clients.append(client)
+        sent = 0
+        tick = 0.01
+        started = time.monotonic()
+        last_ts = 0.0
+        while (now := time.monotonic()) - started < seconds:
+            due = int((now - started) * rate)
+            while sent < due:
+                last_ts = max(time.time(), last_ts + 1e-6)
+                topic = f"devices/bench/dev-{sent % DEVICES}/telemetry"
+                clients[sent % len(clients)].publish(topic, reading(sent, last_ts), qos=1)
+                sent += 1
+            time.sleep(tick)
+        for client in clients:
+            client.disconnect()
+            client.loop_stop()
+        return sent
+
+    def _read_latencies(self, database: str, samples: list[float], done: threading.Event) -> None:
+        """Poll for new points; each one's latency is now - its (device) timestamp."""
+        watermark = 0
+        with httpx.Client(base_url=self.influx.url, timeout=10) as client:
+            while not done.is_set():
+                q = f"SELECT seq FROM {TELEMETRY} WHERE time > {watermark}"  # noqa: S608
+                answer = client.get("/query", params={"q": q, "db": database, "epoch": "ns"}).json()
+                now_ns = time.time_ns()
+                for result in answer.get("results", []):
+                    for series in result.get("series", []):
+                        for point_ns, _seq in series["values"]:
+                            samples.append((now_ns - point_ns) / 1e9)
+                            watermark = max(watermark, point_ns)
+                time.sleep(0.01)
+
+
+def main() -> None:
+    """Start the services, measure, print JSON, ratios last."""
+    base = Path(tempfile.mkdtemp(prefix="iotgw-bench-"))
+    base.chmod(0o755)
+    amqp, mqtt_port, mgmt, dist, epmd, http, rpc = free_ports(7)
+    rabbit = RabbitNode(
+        base / "rabbitmq",
+        RabbitEndpoints(
+            amqp_port=amqp,
+            mqtt_port=mqtt_port,
+            management_port=mgmt,
+            dist_port=dist,
+            epmd_port=epmd,
+            node_name=f"iotgw-bench-{amqp}@localhost",
+        ),
+    )
+    influx = InfluxNode(base / "influxdb", http, rpc)
+    try:
+        rabbit.start()
+        influx.start()
+        rabbit.add_vhost(VHOST)
+        channel = pika.BlockingConnection(
+            pika.URLParameters(rabbit.endpoints.amqp_url(VHOST))
+        ).channel()
+        DEFAULT_TOPOLOGY.declare(channel)
+        channel.connection.close()
+        bench = Bench(rabbit, influx)
+
+        broker_limit = bench.bare_consumer(MESSAGES)
+        emit(figure="baseline_a_bare_consumer", msg_s=round(broker_limit))
+        database_limit = bench.raw_writes(MESSAGES)
+        emit(figure="baseline_b_raw_5000_line_posts", points_s=round(database_limit))
+        ingest = bench.ingest_drain(MESSAGES)
+        emit(figure="ingest_drain", msg_s=round(ingest))
+        sweep = {}
+        for size in SWEEP:
+            prefetch = min(65_535, max(6000, 3 * size))
+            rate = bench.ingest_drain(
+                MESSAGES // 2, ingest_batch_size=size, ingest_prefetch=prefetch
+            )
+            sweep[size] = round(rate)
+            emit(figure="batch_size_sweep", batch_size=size, prefetch=prefetch, msg_s=round(rate))
+        latency = bench.latency(ingest / 2, LATENCY_SECONDS)
+        emit(figure="latency_at_half_max_rate", **latency)
+        limit = min(broker_limit, database_limit)
+        emit(
+            ratio_ingest_vs_min_baseline=round(ingest / limit, 3),
+            ingest_msg_s=round(ingest),
+            broker_limit_msg_s=round(broker_limit),
+            database_limit_points_s=round(database_limit),
+            best_sweep_batch_size=max(sweep, key=lambda k: sweep[k]),
+            latency_p50_ms=latency["p50_ms"],
+            latency_p99_ms=latency["p99_ms"],
+            goals={"ratio": 0.8, "p99_ms": 1000},
+        )
+    finally:
+        influx.stop()
+        rabbit.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
