@@ -16,6 +16,7 @@ from .k8s_policy import pod_spec, violations
 from .render import OVERLAYS, ROOT, checkout_copy, render
 
 KUBERNETES_VERSION = "1.30.0"
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
 
 # kubernetes-validate knows only built-in kinds; the one custom resource we ship is checked
 # against the fields of External Secrets Operator's v1beta1 ExternalSecret that we use.
@@ -102,7 +103,7 @@ def test_overlay_renders_the_whole_platform(
     autoscaler, disruption budgets, network policies and Grafana's ConfigMaps."""
     objects = rendered[overlay]
     assert _named(objects, "StatefulSet") == {"rabbitmq", "influxdb", "postgres"}
-    assert {"api", "ingest", "presence", "grafana"} <= _named(objects, "Deployment")
+    assert _named(objects, "Deployment") == {"api", "ingest", "presence", "provisioner", "grafana"}
     assert _named(objects, "HorizontalPodAutoscaler") == {"ingest"}
     assert {"ingest", "api"} <= _named(objects, "PodDisruptionBudget")
     assert "default-deny-ingress" in _named(objects, "NetworkPolicy")
@@ -117,8 +118,16 @@ def test_overlay_renders_the_whole_platform(
     namespace = "iotgw-dev" if overlay == "dev" else "iotgw"
     assert _named(objects, "Namespace") == {namespace}
     for obj in objects:
-        if obj["kind"] != "Namespace":
+        if obj["kind"] not in CLUSTER_SCOPED:
             assert obj["metadata"]["namespace"] == namespace, obj["metadata"]["name"]
+    # The provisioner runs under its own ServiceAccount, bound in the overlay's namespace.
+    provisioner = _one(objects, "Deployment", "provisioner")["spec"]["template"]["spec"]
+    assert provisioner["serviceAccountName"] in _named(objects, "ServiceAccount")
+    (binding,) = [obj for obj in objects if obj["kind"] == "ClusterRoleBinding"]
+    account = provisioner["serviceAccountName"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account, "namespace": namespace}
+    ]
 
 
 def test_grafana_configmaps_carry_the_generated_files(
