@@ -9,6 +9,7 @@ does not exist, and deleting a namespace deletes what is inside. `failures` inje
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,10 +18,12 @@ from typing import Any
 import aiohttp.web
 import attrs
 import kmock
+import paho.mqtt.client as mqtt
 import pytest
 from kubernetes import client as k8s
+from paho.mqtt.enums import CallbackAPIVersion
 
-from iotgw.contracts.credentials import rabbit_password_hash
+from iotgw.contracts.credentials import device_client_id, device_username, rabbit_password_hash
 from iotgw.contracts.envelope import Envelope
 from iotgw.contracts.payloads import DeviceCredential, PurchaseData
 from iotgw.localstack.pytest_plugin import Broker, InfluxDatabase
@@ -29,6 +32,7 @@ from iotgw.provisioner.kube import KubernetesTarget
 from iotgw.provisioner.settings import ProvisionerSettings
 from iotgw.provisioner.targets import Target
 
+MQTT_TIMEOUT = 10
 NAMESPACES = kmock.resource(group="", version="v1", plural="namespaces")
 Key = tuple[Any, str | None, str]
 
@@ -185,12 +189,12 @@ def settings_for(tmp_path: Path) -> Callable[[Broker, InfluxDatabase], Provision
 
 
 @pytest.fixture
-def running() -> Iterator[Callable[[ProvisionerSettings, Target], Provisioner]]:
+def running() -> Iterator[Callable[..., Provisioner]]:
     """Start a provisioner (its worker threads) for the test; stopped afterwards."""
     started: list[Provisioner] = []
 
-    def start(settings: ProvisionerSettings, target: Target) -> Provisioner:
-        provisioner = Provisioner(settings, target)
+    def start(settings: ProvisionerSettings, target: Target, **kwargs: Any) -> Provisioner:
+        provisioner = Provisioner(settings, target, **kwargs)
         provisioner.start()
         started.append(provisioner)
         return provisioner
@@ -198,3 +202,67 @@ def running() -> Iterator[Callable[[ProvisionerSettings, Target], Provisioner]]:
     yield start
     for provisioner in started:
         provisioner.close()
+
+
+class Device:
+    """A paho client logging in as a provisioned device, with events to await."""
+
+    def __init__(self, broker: Broker, client: str, device: str, secret: str) -> None:
+        self.mqtt = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=device_client_id(client, device),
+            protocol=mqtt.MQTTv311,
+        )
+        self.mqtt.username_pw_set(broker.mqtt_username(device_username(client, device)), secret)
+        self.connected = threading.Event()
+        self.disconnected = threading.Event()
+        self.subscribed = threading.Event()
+        # Set by a SUBACK or by the broker closing the connection, whichever comes first.
+        self.answered = threading.Event()
+        self.connect_rc: Any = None
+        self.granted: list[Any] = []
+        self.mqtt.on_connect = self._on_connect
+        self.mqtt.on_disconnect = self._on_disconnect
+        self.mqtt.on_subscribe = self._on_subscribe
+        self.mqtt.connect(broker.mqtt_host, broker.mqtt_port)
+        self.mqtt.loop_start()
+
+    def _on_connect(self, _c: Any, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
+        self.connect_rc = rc
+        self.connected.set()
+        if rc.is_failure:
+            self.disconnected.set()
+
+    def _on_disconnect(self, *_args: Any) -> None:
+        self.disconnected.set()
+        self.answered.set()
+
+    def _on_subscribe(self, _c: Any, _u: Any, _mid: Any, codes: list[Any], _p: Any) -> None:
+        self.granted = codes
+        self.subscribed.set()
+        self.answered.set()
+
+    def ok(self) -> bool:
+        assert self.connected.wait(MQTT_TIMEOUT) or self.disconnected.wait(MQTT_TIMEOUT)
+        return self.connect_rc is not None and not self.connect_rc.is_failure
+
+    def publish(self, topic: str) -> None:
+        self.mqtt.publish(topic, b'{"ts": 1, "seq": 1, "metrics": {"t": 1.0}}', qos=1)
+
+    def close(self) -> None:
+        self.mqtt.disconnect()
+        self.mqtt.loop_stop()
+
+
+@pytest.fixture
+def mqtt_device() -> Iterator[Callable[[Broker, str, str, str], Device]]:
+    """Connect paho clients as provisioned devices; disconnected after the test."""
+    opened: list[Device] = []
+
+    def connect(broker: Broker, client: str, device: str, secret: str) -> Device:
+        opened.append(Device(broker, client, device, secret))
+        return opened[-1]
+
+    yield connect
+    for device in opened:
+        device.close()

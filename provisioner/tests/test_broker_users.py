@@ -2,70 +2,18 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
-from iotgw.contracts.credentials import device_client_id, device_username, rabbit_password_hash
+from iotgw.contracts.credentials import rabbit_password_hash
 from iotgw.contracts.payloads import DeviceCredential
 from iotgw.localstack.pytest_plugin import Broker
 from iotgw.provisioner.brokerusers import BrokerUsers
 
 TIMEOUT = 10
-
-
-class Device:
-    """A paho client logging in as a provisioned device, with events to await."""
-
-    def __init__(self, broker: Broker, client: str, device: str, secret: str) -> None:
-        self.mqtt = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=device_client_id(client, device),
-            protocol=mqtt.MQTTv311,
-        )
-        self.mqtt.username_pw_set(broker.mqtt_username(device_username(client, device)), secret)
-        self.connected = threading.Event()
-        self.disconnected = threading.Event()
-        self.subscribed = threading.Event()
-        # Set by a SUBACK or by the broker closing the connection, whichever comes first.
-        self.answered = threading.Event()
-        self.connect_rc: Any = None
-        self.granted: list[Any] = []
-        self.mqtt.on_connect = self._on_connect
-        self.mqtt.on_disconnect = self._on_disconnect
-        self.mqtt.on_subscribe = self._on_subscribe
-        self.mqtt.connect(broker.mqtt_host, broker.mqtt_port)
-        self.mqtt.loop_start()
-
-    def _on_connect(self, _c: Any, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
-        self.connect_rc = rc
-        self.connected.set()
-        if rc.is_failure:
-            self.disconnected.set()
-
-    def _on_disconnect(self, *_args: Any) -> None:
-        self.disconnected.set()
-        self.answered.set()
-
-    def _on_subscribe(self, _c: Any, _u: Any, _mid: Any, codes: list[Any], _p: Any) -> None:
-        self.granted = codes
-        self.subscribed.set()
-        self.answered.set()
-
-    def ok(self) -> bool:
-        assert self.connected.wait(TIMEOUT) or self.disconnected.wait(TIMEOUT)
-        return self.connect_rc is not None and not self.connect_rc.is_failure
-
-    def publish(self, topic: str) -> None:
-        self.mqtt.publish(topic, b'{"ts": 1, "seq": 1, "metrics": {"t": 1.0}}', qos=1)
-
-    def close(self) -> None:
-        self.mqtt.disconnect()
-        self.mqtt.loop_stop()
+DeviceFactory = Callable[[Broker, str, str, str], Any]
 
 
 @pytest.fixture
@@ -76,14 +24,6 @@ def users(broker: Broker) -> Iterator[BrokerUsers]:
     for client in ("acme", "other"):
         api.remove_client(client)
     api.close()
-
-
-@pytest.fixture
-def devices(broker: Broker) -> Iterator[list[Device]]:
-    opened: list[Device] = []
-    yield opened
-    for device in opened:
-        device.close()
 
 
 def provision(users: BrokerUsers, client: str, *ids: str) -> dict[str, str]:
@@ -115,12 +55,11 @@ def received_until(channel: Any, queue: str, sentinel: str) -> list[str]:
 
 
 def test_a_device_publishes_and_subscribes_under_its_own_topics(
-    broker: Broker, users: BrokerUsers, devices: list[Device]
+    broker: Broker, users: BrokerUsers, mqtt_device: DeviceFactory
 ) -> None:
     secrets = provision(users, "acme", "dev-1")
     channel, queue = watch(broker)
-    device = Device(broker, "acme", "dev-1", secrets["dev-1"])
-    devices.append(device)
+    device = mqtt_device(broker, "acme", "dev-1", secrets["dev-1"])
     assert device.ok()
     device.mqtt.subscribe("devices/acme/dev-1/config", qos=1)
     assert device.subscribed.wait(TIMEOUT)
@@ -133,19 +72,17 @@ def test_a_device_publishes_and_subscribes_under_its_own_topics(
 
 @pytest.mark.parametrize("topic", ["devices/acme/dev-2/telemetry", "devices/other/dev-1/telemetry"])
 def test_publishing_under_another_devices_topics_is_refused(
-    broker: Broker, users: BrokerUsers, devices: list[Device], topic: str
+    broker: Broker, users: BrokerUsers, mqtt_device: DeviceFactory, topic: str
 ) -> None:
     secrets = provision(users, "acme", "dev-1", "dev-2")
     provision(users, "other", "dev-1")
     channel, queue = watch(broker)
-    intruder = Device(broker, "acme", "dev-1", secrets["dev-1"])
-    devices.append(intruder)
+    intruder = mqtt_device(broker, "acme", "dev-1", secrets["dev-1"])
     assert intruder.ok()
     intruder.publish(topic)
     assert intruder.disconnected.wait(TIMEOUT), "the broker kept the intruder connected"
     # A legitimate publish after the refusal: the forbidden one would have arrived before it.
-    honest = Device(broker, "acme", "dev-2", secrets["dev-2"])
-    devices.append(honest)
+    honest = mqtt_device(broker, "acme", "dev-2", secrets["dev-2"])
     assert honest.ok()
     honest.publish("devices/acme/dev-2/state")
     assert received_until(channel, queue, "devices.acme.dev-2.state") == [
@@ -155,11 +92,10 @@ def test_publishing_under_another_devices_topics_is_refused(
 
 @pytest.mark.parametrize("topic", ["devices/acme/dev-2/#", "devices/other/dev-1/config", "#"])
 def test_subscribing_to_another_devices_topics_is_refused(
-    broker: Broker, users: BrokerUsers, devices: list[Device], topic: str
+    broker: Broker, users: BrokerUsers, mqtt_device: DeviceFactory, topic: str
 ) -> None:
     secrets = provision(users, "acme", "dev-1", "dev-2")
-    device = Device(broker, "acme", "dev-1", secrets["dev-1"])
-    devices.append(device)
+    device = mqtt_device(broker, "acme", "dev-1", secrets["dev-1"])
     assert device.ok()
     device.mqtt.subscribe(topic, qos=1)
     assert device.answered.wait(TIMEOUT)
@@ -168,19 +104,16 @@ def test_subscribing_to_another_devices_topics_is_refused(
 
 
 def test_a_wrong_secret_or_a_cancelled_client_cannot_connect(
-    broker: Broker, users: BrokerUsers, devices: list[Device]
+    broker: Broker, users: BrokerUsers, mqtt_device: DeviceFactory
 ) -> None:
     secrets = provision(users, "acme", "dev-1")
     other = provision(users, "other", "dev-1")
-    wrong = Device(broker, "acme", "dev-1", "not-the-secret")
-    devices.append(wrong)
+    wrong = mqtt_device(broker, "acme", "dev-1", "not-the-secret")
     assert not wrong.ok()
     assert users.remove_client("acme") == ["User/acme.dev-1"]
-    gone = Device(broker, "acme", "dev-1", secrets["dev-1"])
-    devices.append(gone)
+    gone = mqtt_device(broker, "acme", "dev-1", secrets["dev-1"])
     assert not gone.ok()
-    still = Device(broker, "other", "dev-1", other["dev-1"])
-    devices.append(still)
+    still = mqtt_device(broker, "other", "dev-1", other["dev-1"])
     assert still.ok()
 
 

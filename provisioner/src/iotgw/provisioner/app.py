@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pika
 
-from iotgw.contracts.topology import DEFAULT_TOPOLOGY, PROVISIONING_QUEUE
+from iotgw.contracts.topology import DEFAULT_TOPOLOGY, PROVISIONING_QUEUE, Topology
 from iotgw.provisioner.brokerusers import BrokerUsers
 from iotgw.provisioner.catalog import load_catalog
 from iotgw.provisioner.consumer import PurchaseHandler, Worker
@@ -41,6 +41,8 @@ class Provisioner:
 
     settings: ProvisionerSettings
     target: Target
+    topology: Topology = field(default=DEFAULT_TOPOLOGY)
+    queue_name: str = PROVISIONING_QUEUE
 
     def __post_init__(self) -> None:
         cfg = self.settings
@@ -59,7 +61,7 @@ class Provisioner:
             cfg.influx_retention,
             cfg.influx_timeout_s,
         )
-        queue = DEFAULT_TOPOLOGY.queue(PROVISIONING_QUEUE)
+        queue = self.topology.queue(self.queue_name)
         reconciler = Reconciler(
             self.catalog, self.target, self.broker, self.influx, cfg.platform_namespace
         )
@@ -77,7 +79,7 @@ class Provisioner:
         """Declare the platform's queues (idempotent), so purchases published early are kept."""
         connection = pika.BlockingConnection(pika.URLParameters(self.settings.amqp_url))
         try:
-            DEFAULT_TOPOLOGY.declare(connection.channel(), self.settings.queue_type)
+            self.topology.declare(connection.channel(), self.settings.queue_type)
         finally:
             connection.close()
 
@@ -93,7 +95,7 @@ class Provisioner:
         for worker in self.workers:
             if not worker.ready.wait(timeout):
                 raise RuntimeError("a provisioner worker did not start consuming")
-        log.info("consuming", extra={"queue": PROVISIONING_QUEUE, "workers": len(self.workers)})
+        log.info("consuming", extra={"queue": self.queue_name, "workers": len(self.workers)})
 
     def alive(self) -> bool:
         """True while every worker thread runs."""

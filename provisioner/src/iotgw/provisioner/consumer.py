@@ -107,16 +107,14 @@ class PurchaseHandler:
                 OUTCOMES.labels("retried").inc()
                 delivery.channel.basic_ack(delivery.method.delivery_tag)
                 return
-            self._fail(delivery, request, f"retries used up: {exc.reason}", started, retry_body)
+            self._fail(delivery, request, f"retries used up: {exc.reason}", started)
             return
         except PermanentError as exc:
-            self._fail(delivery, request, exc.reason, started, delivery.body)
+            self._fail(delivery, request, exc.reason, started)
             return
         except Exception as exc:
             log.exception("unexpected failure")
-            self._fail(
-                delivery, request, f"internal error: {type(exc).__name__}", started, delivery.body
-            )
+            self._fail(delivery, request, f"internal error: {type(exc).__name__}", started)
             return
         self._finish(
             delivery,
@@ -135,20 +133,19 @@ class PurchaseHandler:
         request: PurchaseRequest,
         reason: str,
         started: float,
-        body: bytes,
     ) -> None:
         log.error("provisioning failed", extra={"reason": reason})
-        self._dead_letter(delivery, reason, body)
+        self._dead_letter(delivery, reason)
         self._finish(
             delivery, request.envelope, request, ProvisioningOutcome.FAILED, reason, [], started
         )
         delivery.channel.basic_ack(delivery.method.delivery_tag)
 
-    def _dead_letter(self, delivery: Delivery, reason: str, body: bytes | None = None) -> None:
+    def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         dead_letter(
             delivery.channel,
             self.queue,
-            delivery.body if body is None else body,
+            delivery.body,
             delivery.properties,
             delivery.method.routing_key,
             reason,
