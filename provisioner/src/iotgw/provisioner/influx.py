@@ -72,7 +72,14 @@ class InfluxStore:
         """Drop every series of the client's device data."""
         check_dns_label(client, "client")
         sources = ", ".join(f'"{m}"' for m in CLIENT_DATA)
-        self._query(f"DROP SERIES FROM {sources} WHERE \"client\" = '{client}'", db=self.database)
+        try:
+            self._query(
+                f"DROP SERIES FROM {sources} WHERE \"client\" = '{client}'", db=self.database
+            )
+        except PermanentError as exc:
+            if "database not found" in exc.reason:
+                return []  # nothing was ever stored
+            raise
         return [f"Series/client={client}"]
 
     def write_outcome(
