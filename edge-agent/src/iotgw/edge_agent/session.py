@@ -172,16 +172,16 @@ class MqttSession:
         return client
 
     # --- lifecycle -----------------------------------------------------------------------------
-    def start(self, sample: bool = True) -> None:
-        """Begin connecting (and sampling, unless `sample` is False)."""
+    def start(self, sample: bool = True, first_tick_s: float = 0.0) -> None:
+        """Begin connecting (and sampling after `first_tick_s`, unless `sample` is False)."""
         if sample:
-            self.start_sampling()
+            self.start_sampling(first_tick_s)
         self.gate.acquire(self._connect)
 
-    def start_sampling(self) -> None:
-        """Take readings on the device's schedule."""
+    def start_sampling(self, first_tick_s: float = 0.0) -> None:
+        """Take readings on the device's schedule, the first after `first_tick_s`."""
         self._sampling = True
-        self._schedule_tick(0)
+        self._tick_timer = self.loop.call_later(first_tick_s, self._tick)
 
     def stop_sampling(self) -> None:
         """Take no more readings (what is buffered still goes out)."""
@@ -214,6 +214,11 @@ class MqttSession:
         if self._stopping:
             self._release_gate()
             self.closed = True
+            return
+        offline_for = self._offline_until - time.monotonic()
+        if offline_for > 0:  # the network is down (simulated outage): try when it is back
+            self._release_gate()
+            self.loop.call_later(offline_for, lambda: self.gate.acquire(self._connect))
             return
         will = self.core.next_connection()
         self.client.will_set(self.topics[DeviceKind.STATUS], will, qos=1, retain=True)
@@ -271,6 +276,7 @@ class MqttSession:
         self.connected = True
         self._attempt = 0
         self.stats.connects += 1
+        log.info("connected", extra={"device": self.core.identity.device, "epoch": self.core.epoch})
         # Our buffer, not paho's queue, decides what is resent and in which order.
         client.drop_out_messages()
         self._inflight.clear()
@@ -300,6 +306,9 @@ class MqttSession:
             self._release_gate()
         if was_connected:
             self.stats.disconnects += 1
+            log.info(
+                "disconnected", extra={"device": self.core.identity.device, "reason": str(reason)}
+            )
         if self._stopping:
             self.closed = True
             return
