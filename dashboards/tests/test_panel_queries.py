@@ -11,15 +11,27 @@ part of this test, are written with the v1 /write API as `iotgw.contracts.measur
 from __future__ import annotations
 
 import json
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+import paho.mqtt.client as mqtt
 import pytest
 import yaml
+from paho.mqtt.enums import CallbackAPIVersion
 
+from iotgw.cloud_bridge.ingest.health import IngestMetrics
+from iotgw.cloud_bridge.ingest.main import run
 from iotgw.cloud_bridge.ingest.points import REASON_BAD_JSON
+from iotgw.cloud_bridge.ingest.settings import IngestSettings
+from iotgw.contracts.credentials import device_client_id
+from iotgw.contracts.measurements import DEAD_LETTERS as DEAD_LETTERS_MEASUREMENT
+from iotgw.contracts.measurements import INGEST, PRESENCE, PROVISIONING
+from iotgw.contracts.topics import DeviceKind, DeviceTopic
 from iotgw.contracts.topology import TELEMETRY_QUEUE
 from iotgw.dashboards.alerts import ALERT_RULES, unescape_env
 from iotgw.dashboards.catalog import DASHBOARDS
@@ -28,22 +40,148 @@ from iotgw.dashboards.influxql import fill
 from iotgw.dashboards.model import Expect
 from iotgw.localstack.pytest_plugin import Broker, InfluxDatabase
 
-from .fleet_data import (
-    DEVICES,
-    LAGGING_INSTANCE,
-    LOW_BATTERY,
-    OFFLINE,
-    PROVISIONING_DEAD_LETTER,
-    READINGS_PER_DEVICE,
-    TRACE_RETRIED,
-    other_writers_lines,
-    readings,
-    write_lines,
-)
-from .pipeline import ingest_running, poll_until, publish
+DEVICES = {"acme": ("d1", "d2"), "globex": ("g1",)}
+LOW_BATTERY = ("acme", "d2")
+OFFLINE = ("acme", "d2")
+READINGS_PER_DEVICE = 20
+TRACE_RETRIED = "7d0c9a52-2f6e-4a8e-9d1b-5c3f1e0a2b44"
+TRACE_READY = "0b1e6c8f-91d2-4c55-a2e7-3c4d5e6f7a8b"
+LAGGING_INSTANCE = "ingest-lagging"
+PROVISIONING_DEAD_LETTER = ("q.provisioning", "retries-exhausted")
 
-DEAD_LETTERS = {(TELEMETRY_QUEUE, REASON_BAD_JSON), PROVISIONING_DEAD_LETTER}
 
+def readings(now_s: int) -> Iterator[tuple[str, str, bytes]]:
+    """(client, device, telemetry payload) for one reading a minute over the last 20 minutes."""
+    for client, devices in DEVICES.items():
+        for device in devices:
+            battery_end = 12.0 if (client, device) == LOW_BATTERY else 80.0
+            for i in range(READINGS_PER_DEVICE):
+                metrics = {
+                    "temperature": round(20 + i * 0.1, 2),
+                    "humidity": 40.0 + i,
+                    "battery": round(battery_end + (READINGS_PER_DEVICE - 1 - i) * 0.1, 2),
+                    "rssi": -60.0 - i,
+                }
+                ts = now_s - (READINGS_PER_DEVICE - i) * 60
+                yield client, device, json.dumps({"ts": ts, "seq": i, "metrics": metrics}).encode()
+
+
+def other_writers_lines(now_s: int) -> list[str]:
+    """Line protocol for presence, provisioning and the extra health points (seconds)."""
+    out = []
+    for client, devices in DEVICES.items():
+        for device in devices:
+            online = 0 if (client, device) == OFFLINE else 1
+            tags = f"client={client},device={device}"
+            out.append(f"{PRESENCE},{tags} online=1i,epoch=1i {now_s - 1500}")
+            out.append(f"{PRESENCE},{tags} online={online}i,epoch=2i {now_s - 600}")
+    for i in range(10):
+        out.append(
+            f"{INGEST},instance={LAGGING_INSTANCE} received=500i,written=500i,dead_lettered=0i,"
+            f"batch_size=500i,write_ms=9.5,queue_depth={20_000 + i}i,skew_corrected=0i "
+            f"{now_s - (10 - i) * 60}"
+        )
+    queue, reason = PROVISIONING_DEAD_LETTER
+    out.append(f"{DEAD_LETTERS_MEASUREMENT},queue={queue},reason={reason} count=1i {now_s - 60}")
+    out.append(
+        f'{PROVISIONING},client=acme,product=Product-A,status=failed trace_id="{TRACE_RETRIED}",'
+        f'latency_ms=950.0,reason="quota exceeded" {now_s - 900}'
+    )
+    out.append(
+        f'{PROVISIONING},client=acme,product=Product-A,status=ready trace_id="{TRACE_RETRIED}",'
+        f"latency_ms=420.0 {now_s - 840}"
+    )
+    out.append(
+        f'{PROVISIONING},client=globex,product=Product-B,status=ready trace_id="{TRACE_READY}",'
+        f"latency_ms=380.0 {now_s - 800}"
+    )
+    return out
+
+
+def write_lines(influx_url: str, database: str, lines: list[str]) -> None:
+    """POST line protocol (precision seconds) to the v1 /write API."""
+    response = httpx.post(
+        f"{influx_url}/write",
+        params={"db": database, "precision": "s"},
+        content="\n".join(lines).encode(),
+        timeout=30,
+    )
+    response.raise_for_status()
+
+
+INGEST_INSTANCE = "dashboards-test"
+
+
+def poll_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll `check` every 0.2 s until truthy; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"{what} not reached within {timeout} s (last: {last!r})")
+
+
+@contextmanager
+def ingest_running(broker: Broker, db: InfluxDatabase) -> Iterator[None]:
+    """The ingest consuming the test's vhost into the test's database, stopped on exit."""
+    settings = IngestSettings(
+        amqp_url=broker.amqp_url,
+        influx_url=db.url,
+        influx_database=db.name,
+        ingest_batch_interval_ms=50,
+        ingest_instance=INGEST_INSTANCE,
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=run, args=(settings, stop, IngestMetrics()), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(30)
+        assert not thread.is_alive(), "ingest did not stop"
+
+
+def publish(broker: Broker, messages: Iterable[tuple[str, str, bytes]]) -> int:
+    """Publish each (client, device, payload) at QoS 1 from that device's own MQTT session and
+    wait for every PUBACK; returns the number published."""
+    sessions: dict[tuple[str, str], mqtt.Client] = {}
+    acked = threading.Semaphore(0)
+    count = 0
+    try:
+        for client, device, payload in messages:
+            session = sessions.get((client, device))
+            if session is None:
+                session = mqtt.Client(
+                    CallbackAPIVersion.VERSION2,
+                    client_id=device_client_id(client, device),
+                    protocol=mqtt.MQTTv311,
+                )
+                session.username_pw_set(broker.mqtt_username(), broker.mqtt_password)
+                session.on_publish = lambda *_args: acked.release()
+                connected = threading.Event()
+                session.on_connect = lambda *_args, e=connected: e.set()
+                session.connect(broker.mqtt_host, broker.mqtt_port)
+                session.loop_start()
+                assert connected.wait(10), f"{client}/{device} could not connect"
+                sessions[(client, device)] = session
+            topic = DeviceTopic(client, device, DeviceKind.TELEMETRY).mqtt
+            session.publish(topic, payload, qos=1)
+            count += 1
+        for _ in range(count):
+            assert acked.acquire(timeout=30), "a PUBACK did not come"
+    finally:
+        for session in sessions.values():
+            session.disconnect()
+            session.loop_stop()
+    return count
+
+
+# Dead letters the dashboards must show: the pipeline's malformed reading, the planted one.
+EXPECTED_DEAD_LETTERS = {(TELEMETRY_QUEUE, REASON_BAD_JSON), PROVISIONING_DEAD_LETTER}
 VARIABLES = {"client": "acme", "device": "d1", "trace_id": TRACE_RETRIED}
 
 
@@ -162,7 +300,7 @@ def test_panels_show_the_fleet(fleet: InfluxDatabase) -> None:
     (last_seen,) = _only(fleet, "iotgw-device", "Last seen")
     assert _column(last_seen, "seq") == [READINGS_PER_DEVICE - 1]
     dead = _only(fleet, "iotgw-pipeline", "Dead letters by reason")
-    assert {s["tags"]["reason"] for s in dead} == {reason for _, reason in DEAD_LETTERS}
+    assert {s["tags"]["reason"] for s in dead} == {reason for _, reason in EXPECTED_DEAD_LETTERS}
     (trace,) = _only(fleet, "iotgw-provisioning", "Trace $trace_id")
     assert _column(trace, "status") == ["failed", "ready"]
     assert set(_column(trace, "trace_id")) == {TRACE_RETRIED}
@@ -188,7 +326,7 @@ def test_alert_rules_fire_for_the_right_series(fleet: InfluxDatabase) -> None:
     expected_firing = {
         "iotgw-device-offline": {OFFLINE},
         "iotgw-battery-low": {LOW_BATTERY},
-        "iotgw-dead-letters-growing": DEAD_LETTERS,
+        "iotgw-dead-letters-growing": EXPECTED_DEAD_LETTERS,
         "iotgw-ingest-lag": {(LAGGING_INSTANCE,)},
     }
     reducers: dict[str, Callable[[list[float]], float]] = {

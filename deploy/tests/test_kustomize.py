@@ -4,6 +4,7 @@ platform's pieces are all there; no secret is in the repository."""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,42 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import pytest
+import yaml
 
-from .k8s_policy import pod_spec, violations
-from .render import OVERLAYS, ROOT, checkout_copy, render
+from iotgw.release.policy import pod_spec, violations
+
+ROOT = Path(__file__).resolve().parents[2]
+OVERLAYS = ("dev", "prod")
+# What a render reads: the base, the overlays and Grafana's generated files.
+TREES = ("deploy/base", "deploy/overlays", "dashboards/grafana")
+
+
+def kubectl() -> str:
+    """The kubectl on PATH (Debian's kubernetes-client on a fresh machine)."""
+    path = shutil.which("kubectl")
+    if path is None:
+        raise AssertionError("kubectl not found: `bash scripts/bootstrap.sh --tests` installs it")
+    return path
+
+
+def checkout_copy(dest: Path) -> Path:
+    """A copy of the deploy trees with the dev overlay's secrets.env made from the example, so
+    the render never touches (or needs) the developer's own ignored secrets file."""
+    for tree in TREES:
+        shutil.copytree(ROOT / tree, dest / tree, ignore=shutil.ignore_patterns("secrets.env"))
+    dev = dest / "deploy/overlays/dev"
+    shutil.copy(dev / "secrets.env.example", dev / "secrets.env")
+    return dest
+
+
+def render(kustomization: Path) -> list[dict[str, Any]]:
+    """`kubectl kustomize <dir>` parsed into objects; raises on any render error."""
+    result = subprocess.run(
+        [kubectl(), "kustomize", str(kustomization)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
 
 KUBERNETES_VERSION = "1.30.0"
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}

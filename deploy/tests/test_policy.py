@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+import io
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+import yaml
 
-from .k8s_policy import violations
+from iotgw.release.policy import main, violations
 
 GOOD: dict[str, Any] = {
     "apiVersion": "apps/v1",
@@ -115,3 +118,16 @@ def test_policy_rejects(break_it: Callable[[dict[str, Any]], None], message: str
 def test_non_workloads_are_not_checked() -> None:
     """Services, ConfigMaps and the like carry no containers."""
     assert violations({"kind": "Service", "metadata": {"name": "x"}, "spec": {}}) == []
+
+
+def test_policy_command_reads_rendered_yaml(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`iotgw-k8s-policy` exits 0 on compliant YAML, 1 naming the fault on a bad object."""
+    bad = copy.deepcopy(GOOD)
+    _latest(bad)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(yaml.safe_dump_all([GOOD])))
+    assert main() == 0
+    monkeypatch.setattr(sys, "stdin", io.StringIO(yaml.safe_dump_all([GOOD, None, bad])))
+    assert main() == 1
+    assert "tagged latest" in capsys.readouterr().err

@@ -15,8 +15,7 @@ import pytest
 import referencing
 from ruamel.yaml import YAML
 
-from .render import ROOT
-
+ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((ROOT / ".github/workflows").glob("*.yml"))
 
 

@@ -1,1 +1,1 @@
-"""iotgw release tooling: semantic versions from commit messages."""
+"""iotgw release tooling: semantic versions from commit messages, the workload policy."""

@@ -1,13 +1,17 @@
-"""The platform's workload policy, checked on every rendered object.
+"""The platform's workload policy, checked on every rendered Kubernetes object.
 
-A container fails it when it is privileged, may run as root, may escalate privileges, keeps a
-writable root filesystem, lacks CPU or memory requests or limits, or uses an image without a
-pinned tag (none, or `latest`).
+A container fails it when it is privileged, may run as root, may escalate privileges, keeps
+capabilities, keeps a writable root filesystem, lacks CPU or memory requests or limits, or uses
+an image without a pinned tag (none, or `latest`). `iotgw-k8s-policy` applies it to rendered
+YAML on stdin (`kubectl kustomize deploy/overlays/prod | iotgw-k8s-policy`), in CI and tests.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
+
+import yaml
 
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"}
 
@@ -66,3 +70,16 @@ def violations(obj: dict[str, Any]) -> list[str]:
         if image_problem:
             problems.append(f"{at}: {image_problem}")
     return problems
+
+
+def main() -> int:
+    """Read YAML documents on stdin; print each violation; exit 1 if there is any."""
+    problems = [
+        problem
+        for document in yaml.safe_load_all(sys.stdin)
+        if isinstance(document, dict)
+        for problem in violations(document)
+    ]
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return 1 if problems else 0
