@@ -9,6 +9,7 @@ and a cancellation drops the client's device series; provisioning outcomes are k
 
 from __future__ import annotations
 
+import threading
 import time
 
 import httpx
@@ -43,9 +44,18 @@ class InfluxStore:
     """The v1 HTTP API (/query, /write) of InfluxDB 1.x or a compatible server."""
 
     def __init__(
-        self, url: str, database: str, retention_policy: str, retention: str, timeout: float = 10.0
+        self,
+        url: str,
+        database: str,
+        retention_policy: str,
+        retention: str,
+        timeout: float = 10.0,
+        recheck_s: float = 60.0,
     ) -> None:
         self.database = database
+        self.recheck_s = recheck_s
+        self._ensured_at: float | None = None
+        self._lock = threading.Lock()
         self.retention_policy = retention_policy
         self.retention = retention
         self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
@@ -55,8 +65,17 @@ class InfluxStore:
         self._http.close()
 
     def ensure_storage(self) -> list[str]:
-        """Create the database and its default retention policy if missing (idempotent)."""
+        """Create the database and its default retention policy if missing (idempotent).
+
+        The two statements are schema writes on InfluxDB's side; once they succeeded they are
+        repeated at most every `recheck_s` seconds, so a dropped database still comes back.
+        """
         db, rp = self.database, self.retention_policy
+        applied = [f"Database/{db}", f"RetentionPolicy/{rp}"]
+        with self._lock:
+            last = self._ensured_at
+        if last is not None and time.monotonic() - last < self.recheck_s:
+            return applied
         self._query(f'CREATE DATABASE "{db}"')
         policy = f'"{rp}" ON "{db}" DURATION {self.retention} REPLICATION 1 DEFAULT'
         try:
@@ -66,7 +85,9 @@ class InfluxStore:
             if "already exists" not in exc.reason:
                 raise
             self._query(f"ALTER RETENTION POLICY {policy}")
-        return [f"Database/{db}", f"RetentionPolicy/{rp}"]
+        with self._lock:
+            self._ensured_at = time.monotonic()
+        return applied
 
     def drop_client(self, client: str) -> list[str]:
         """Drop every series of the client's device data."""
