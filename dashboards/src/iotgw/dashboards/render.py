@@ -11,6 +11,7 @@ from grafana_foundation_sdk.builders import stat, statetimeline, table, timeseri
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.common import LegendDisplayMode, LegendPlacement
 from grafana_foundation_sdk.models.dashboard import (
     DashboardCursorSync,
     DataSourceRef,
@@ -64,17 +65,27 @@ class InfluxQLTargetBuilder(cogbuilder.Builder[cogvariants.Dataquery]):
 PanelBuilder = timeseries.Panel | stat.Panel | table.Panel | statetimeline.Panel
 
 
+def _legend() -> gcommon.VizLegendOptions:
+    # Explicit options: a panel whose `options` is null relies on Grafana's migration defaults.
+    return (
+        gcommon.VizLegendOptions()
+        .show_legend(True)
+        .display_mode(LegendDisplayMode.LIST)
+        .placement(LegendPlacement.BOTTOM)
+    )
+
+
 def _panel(panel_id: int, panel: Panel) -> cogbuilder.Builder[PanelModel]:
     builder: PanelBuilder
     if panel.kind == "stat":
         # A stat shows the latest value, not the mean over the range.
         builder = stat.Panel().reduce_options(gcommon.ReduceDataOptions().calcs(["lastNotNull"]))
     elif panel.kind == "table":
-        builder = table.Panel()
+        builder = table.Panel().show_header(True)
     elif panel.kind == "state-timeline":
-        builder = statetimeline.Panel()
+        builder = statetimeline.Panel().legend(_legend())
     else:
-        builder = timeseries.Panel()
+        builder = timeseries.Panel().legend(_legend())
     result_format: ResultFormat = "table" if panel.kind == "table" else "time_series"
     builder.id(panel_id).title(panel.title).datasource(DATASOURCE)
     builder.height(panel.height).span(panel.width)
