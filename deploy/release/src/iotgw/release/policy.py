@@ -2,8 +2,9 @@
 
 A container fails it when it is privileged, may run as root, may escalate privileges, keeps
 capabilities, keeps a writable root filesystem, lacks CPU or memory requests or limits, or uses
-an image without a pinned tag (none, or `latest`). `iotgw-k8s-policy` applies it to rendered
-YAML on stdin (`kubectl kustomize deploy/overlays/prod | iotgw-k8s-policy`), in CI and tests.
+an image without a pinned tag (none, or `latest`). The deploy tests apply it to every rendered
+overlay; `iotgw-k8s-policy` applies it to YAML on stdin, for example
+`kubectl kustomize deploy/overlays/prod | iotgw-k8s-policy`.
 """
 
 from __future__ import annotations
