@@ -96,6 +96,14 @@ class Store:
         acks, self._acks = self._acks, []
         with self.transaction():
             self._db.executemany("DELETE FROM readings WHERE device = ? AND seq = ?", acks)
+            # Once a device's rows are gone, only this keeps its seq from going back.
+            newest: dict[str, int] = {}
+            for device, seq in acks:
+                newest[device] = max(seq, newest.get(device, seq))
+            self._db.executemany(
+                "UPDATE devices SET next_seq = MAX(next_seq, ? + 1) WHERE device = ?",
+                [(seq, device) for device, seq in newest.items()],
+            )
         return len(acks)
 
     def total_buffered(self) -> int:
@@ -133,57 +141,74 @@ class _Commit:
 
 
 class DeviceBuffer:
-    """One device's view of the store: append readings, list pending ones, counters, config."""
+    """One device's view of the store: append readings, list pending ones, counters, config.
+
+    The hot path is one INSERT per reading (its own transaction). The next seq, the row count
+    and the drop counters are mirrored in memory; `next_seq` is persisted when readings leave
+    (PUBACK or drop), and on open it is the larger of the stored value and the newest row + 1,
+    so it never goes back whatever was deleted.
+    """
 
     def __init__(self, store: Store, device: str, limits: BufferLimits) -> None:
         self._store = store
         self._db = store.db
         self.device = device
         self.limits = limits
+        stored, overflow, expired = self._db.execute(
+            "SELECT next_seq, dropped_overflow, dropped_expired FROM devices WHERE device = ?",
+            (device,),
+        ).fetchone()
+        newest, count = self._db.execute(
+            "SELECT MAX(seq), COUNT(*) FROM readings WHERE device = ?", (device,)
+        ).fetchone()
+        self._next_seq = max(int(stored), -1 if newest is None else int(newest) + 1)
+        self._count = int(count)
+        self._dropped = [int(overflow), int(expired)]
+        self._next_age_check = 0.0
+        self.last_appended: Pending | None = None
 
     def append(self, ts: float, metrics: dict[str, MetricValue]) -> Telemetry:
         """Give the reading the next seq and persist it (bounds enforced) before returning it."""
         now = time.time()
-        with self._store.transaction():
-            (seq,) = self._db.execute(
-                "UPDATE devices SET next_seq = next_seq + 1 WHERE device = ? "
-                "RETURNING next_seq - 1",
-                (self.device,),
-            ).fetchone()
-            dropped = self._dropped_total()
-            if dropped:
-                metrics = {**metrics, "buffer_dropped": dropped}
-            reading = Telemetry(ts=ts, seq=seq, metrics=metrics)
-            self._db.execute(
-                "INSERT INTO readings (device, seq, created, payload) VALUES (?, ?, ?, ?)",
-                (self.device, seq, now, reading.to_json()),
-            )
+        seq = self._next_seq
+        dropped = self._dropped[0] + self._dropped[1]
+        if dropped:
+            metrics = {**metrics, "buffer_dropped": dropped}
+        reading = Telemetry(ts=ts, seq=seq, metrics=metrics)
+        payload = reading.to_json()
+        self._db.execute(
+            "INSERT INTO readings (device, seq, created, payload) VALUES (?, ?, ?, ?)",
+            (self.device, seq, now, payload),
+        )
+        self.last_appended = Pending(seq, payload)
+        self._next_seq = seq + 1
+        self._count += 1
+        if self._count > self.limits.max_readings or now >= self._next_age_check:
             self._enforce_limits(now)
         return reading
 
     def _enforce_limits(self, now: float) -> None:
-        expired = self._db.execute(
-            "DELETE FROM readings WHERE device = ? AND created < ?",
-            (self.device, now - self.limits.max_age_s),
-        ).rowcount
-        overflow = self._db.execute(
-            "DELETE FROM readings WHERE device = ? AND seq IN (SELECT seq FROM readings "
-            "WHERE device = ? ORDER BY seq DESC LIMIT -1 OFFSET ?)",
-            (self.device, self.device, self.limits.max_readings),
-        ).rowcount
-        if expired or overflow:
-            self._db.execute(
-                "UPDATE devices SET dropped_expired = dropped_expired + ?, "
-                "dropped_overflow = dropped_overflow + ? WHERE device = ?",
-                (expired, overflow, self.device),
-            )
-
-    def _dropped_total(self) -> int:
-        row = self._db.execute(
-            "SELECT dropped_overflow + dropped_expired FROM devices WHERE device = ?",
-            (self.device,),
-        ).fetchone()
-        return int(row[0])
+        self._next_age_check = now + min(60.0, self.limits.max_age_s / 10)
+        self._store.flush_acks()
+        with self._store.transaction():
+            expired = self._db.execute(
+                "DELETE FROM readings WHERE device = ? AND created < ?",
+                (self.device, now - self.limits.max_age_s),
+            ).rowcount
+            overflow = self._db.execute(
+                "DELETE FROM readings WHERE device = ? AND seq IN (SELECT seq FROM readings "
+                "WHERE device = ? ORDER BY seq DESC LIMIT -1 OFFSET ?)",
+                (self.device, self.device, self.limits.max_readings),
+            ).rowcount
+            if expired or overflow:
+                self._db.execute(
+                    "UPDATE devices SET dropped_expired = dropped_expired + ?, "
+                    "dropped_overflow = dropped_overflow + ?, next_seq = ? WHERE device = ?",
+                    (expired, overflow, self._next_seq, self.device),
+                )
+        self._dropped[0] += overflow
+        self._dropped[1] += expired
+        self._count -= expired + overflow
 
     def pending(self, after: int = -1, limit: int = 100) -> list[Pending]:
         """Buffered readings with seq > `after`, oldest first."""
@@ -195,6 +220,7 @@ class DeviceBuffer:
 
     def ack(self, seq: int) -> None:
         """The broker acknowledged `seq`: delete it (batched, see `Store.flush_acks`)."""
+        self._count -= 1
         self._store.queue_ack(self.device, seq)
 
     def flush_acks(self) -> None:
@@ -210,15 +236,11 @@ class DeviceBuffer:
 
     def next_seq(self) -> int:
         """The seq the next reading will get."""
-        return int(self._field("next_seq"))
+        return self._next_seq
 
     def dropped(self) -> tuple[int, int]:
         """(dropped because full, dropped because too old), since the buffer was created."""
-        row = self._db.execute(
-            "SELECT dropped_overflow, dropped_expired FROM devices WHERE device = ?",
-            (self.device,),
-        ).fetchone()
-        return int(row[0]), int(row[1])
+        return self._dropped[0], self._dropped[1]
 
     def next_epoch(self) -> int:
         """Increment and persist the connection epoch; returns the new value."""

@@ -138,6 +138,7 @@ class MqttSession:
         self._attempt = 0
         self._inflight: dict[int, int] = {}
         self._cursor = -1
+        self._backlog = True
         self._tick_timer: Timer | None = None
         self._connect_timer: Timer | None = None
         self._offline_until = 0.0
@@ -282,6 +283,7 @@ class MqttSession:
         self._inflight.clear()
         self.core.buffer.flush_acks()
         self._cursor = -1
+        self._backlog = True
         status = self.core.status("online")
         client.publish(self.topics[DeviceKind.STATUS], status, qos=1, retain=True)
         client.subscribe(self.topics[DeviceKind.CONFIG], qos=1)
@@ -332,16 +334,33 @@ class MqttSession:
         self._schedule_tick(delay)
 
     def _fill(self) -> None:
-        """Publish buffered readings, oldest first, while the window has room."""
+        """Publish buffered readings, oldest first, while the window has room.
+
+        In steady state the newest reading is the only unsent one and goes out from memory (it
+        was committed before we got here); after a reconnect or a full window (`_backlog`), the
+        unsent readings are read back from disk in seq order.
+        """
         room = self.link.window - len(self._inflight)
         if not self.connected or room <= 0:
             return
         topic = self.topics[DeviceKind.TELEMETRY]
-        for pending in self.core.buffer.pending(after=self._cursor, limit=room):
-            info = self.client.publish(topic, pending.payload, qos=1)
-            self._inflight[info.mid] = pending.seq
-            self._cursor = pending.seq
-            self.stats.sent += 1
+        last = self.core.buffer.last_appended
+        if not self._backlog and last is not None and last.seq > self._cursor:
+            if last.seq == self._cursor + 1:
+                self._publish(topic, last.seq, last.payload)
+                return
+            self._backlog = True
+        if self._backlog:
+            rows = self.core.buffer.pending(after=self._cursor, limit=room)
+            for pending in rows:
+                self._publish(topic, pending.seq, pending.payload)
+            self._backlog = len(rows) == room
+
+    def _publish(self, topic: str, seq: int, payload: bytes) -> None:
+        info = self.client.publish(topic, payload, qos=1)
+        self._inflight[info.mid] = seq
+        self._cursor = seq
+        self.stats.sent += 1
 
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Any
