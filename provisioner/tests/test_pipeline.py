@@ -238,6 +238,31 @@ def test_a_cancellation_removes_the_stack_the_users_and_the_series(
     assert [o["status"] for o in outcomes] == ["ready", "cancelled"]
 
 
+@pytest.mark.usefixtures("clean_users")
+def test_a_credentials_event_rotates_a_devices_secret(
+    topology_broker: Broker,
+    influx_db: InfluxDatabase,
+    settings_for: Callable[..., Any],
+    running: Callable[..., Any],
+    purchase: Callable[..., Envelope],
+    secrets_of: dict[str, str],
+    mqtt_device: Callable[..., Any],
+) -> None:
+    settings = settings_for(topology_broker, influx_db)
+    running(settings, ManifestsTarget(settings.manifests_dir))
+    statuses = Statuses(topology_broker)
+    publish(topology_broker, "purchases.acme.created", purchase().to_json())
+    assert statuses.next()[0] == "provisioning.acme.ready"
+    old_secret = secrets_of["dev-1"]
+    rotation = purchase(action="credentials")
+    publish(topology_broker, "purchases.acme.credentials", rotation.to_json())
+    key, status = statuses.next()
+    assert key == "provisioning.acme.ready"
+    assert data_of(status).applied == ["User/acme.dev-1"]
+    assert not mqtt_device(topology_broker, "acme", "dev-1", old_secret).ok()
+    assert mqtt_device(topology_broker, "acme", "dev-1", secrets_of["dev-1"]).ok()
+
+
 @pytest.mark.asyncio
 @pytest.mark.usefixtures("clean_users")
 async def test_a_5xx_from_the_api_server_is_retried_then_succeeds(

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from iotgw.contracts.names import DnsLabel
 
@@ -57,8 +57,15 @@ class Tier(_Frozen):
 class Catalog(_Frozen):
     """Products by name (as purchases spell them) and tiers by hardware."""
 
-    products: dict[str, Product]
+    products: dict[str, Product] = Field(min_length=1)
     tiers: dict[Literal["Classic", "Dedicated"], Tier]
+
+    @model_validator(mode="after")
+    def _every_tier(self) -> Catalog:
+        missing = {"Classic", "Dedicated"} - set(self.tiers)
+        if missing:
+            raise ValueError(f"tiers missing: {', '.join(sorted(missing))}")
+        return self
 
     def product(self, name: str) -> Product:
         """The product called `name`; KeyError when it is not sold."""
