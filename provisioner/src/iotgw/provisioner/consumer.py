@@ -180,7 +180,8 @@ class PurchaseHandler:
             properties=pika.BasicProperties(
                 content_type="application/json",
                 delivery_mode=pika.DeliveryMode.Persistent,
-                message_id=str(about.trace_id),
+                # A repeated outcome of the same trace is a duplicate; ready after failed is not.
+                message_id=f"{about.trace_id}.{outcome.value}",
             ),
         )
         elapsed = time.monotonic() - started

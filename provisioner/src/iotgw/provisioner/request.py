@@ -96,11 +96,8 @@ def parse_purchase(
         raise refuse(f"routing key client {topic.client!r} differs from client {envelope.client!r}")
     if envelope.namespace != envelope.client:
         raise refuse("namespace must equal client")
-    if (
-        envelope.client in RESERVED_NAMES
-        or envelope.client in {platform_ns}
-        or (envelope.client.startswith(RESERVED_PREFIXES))
-    ):
+    client = envelope.client
+    if client in RESERVED_NAMES or client == platform_ns or client.startswith(RESERVED_PREFIXES):
         raise refuse(f"client {envelope.client!r} is a reserved name")
     if topic.action is not PurchaseAction.CANCELLED and envelope.product not in catalog.products:
         raise refuse(f"unknown product {envelope.product!r}")
