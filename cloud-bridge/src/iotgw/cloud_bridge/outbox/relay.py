@@ -69,10 +69,10 @@ class OutboxRelay:
                 self._idle()
             except (pika.exceptions.AMQPError, OSError) as exc:
                 log.warning("outbox relay: broker unavailable, retrying", extra={"error": str(exc)})
-                self._close()
+                self.close()
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
-        self._close()
+        self.close()
 
     def _idle(self) -> None:
         # Wait in short slices so the blocking connection keeps serving heartbeats.
@@ -88,10 +88,13 @@ class OutboxRelay:
     def _ensure_channel(self) -> pika.adapters.blocking_connection.BlockingChannel:
         if self._channel is not None and self._channel.is_open:
             return self._channel
-        self._close()
+        self.close()
         params = pika.URLParameters(self.amqp_url)
         params.connection_attempts = 1
         params.socket_timeout = 5
+        # A broker under a resource alarm blocks publishers; give up instead of holding the
+        # claimed rows (and, on SQLite, the write lock) indefinitely.
+        params.blocked_connection_timeout = 10
         connection = pika.BlockingConnection(params)
         channel = connection.channel()
         # Queues must exist before publishing, or a confirmed message would be dropped
@@ -101,7 +104,8 @@ class OutboxRelay:
         self._connection, self._channel = connection, channel
         return channel
 
-    def _close(self) -> None:
+    def close(self) -> None:
+        """Close the broker connection (`run()` does so when it returns)."""
         connection, self._connection, self._channel = self._connection, None, None
         if connection is not None and connection.is_open:
             try:
