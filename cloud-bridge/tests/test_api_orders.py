@@ -215,6 +215,10 @@ def test_keys_are_required_and_scoped(api: ApiServer) -> None:
         assert anonymous.get("/v1/orders").status_code == 401
     with api.http("iotgw_not-a-key") as wrong:
         assert wrong.get("/v1/orders").status_code == 401
+    with httpx.Client(base_url=api.url, cookies={"iotgw_api_key": key_b}) as browser:
+        assert browser.get(f"/v1/orders/{order_b['id']}").status_code == 200
+        # A cookie never authorises a write (cross-site request forgery).
+        assert browser.post("/v1/orders", json=ORDER).status_code == 401
     with api.http(key_a) as http:
         assert http.get(f"/v1/orders/{order_b['id']}").status_code == 404
         assert http.get(f"/v1/orders/{order_b['id']}/events").status_code == 404

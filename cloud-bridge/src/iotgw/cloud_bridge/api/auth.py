@@ -1,9 +1,9 @@
 """API keys: a client's key scopes every query to that client; the operator key is separate.
 
 Keys arrive as `Authorization: Bearer <key>`, `X-API-Key: <key>` or, for the browser's
-EventSource (which cannot set headers), the `iotgw_api_key` cookie. Client keys are looked up
-by their sha256 (see `repository.hash_api_key`). The operator key comes from IOTGW_OPERATOR_KEY;
-with none configured, operator endpoints refuse every request.
+EventSource (which cannot set headers), the `iotgw_api_key` cookie on GET requests only.
+Client keys are looked up by their sha256 (see `repository.hash_api_key`). The operator key
+comes from IOTGW_OPERATOR_KEY; with none configured, operator endpoints refuse every request.
 """
 
 from __future__ import annotations
@@ -27,7 +27,14 @@ def presented_key(request: Request) -> str | None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    return request.headers.get("x-api-key") or request.cookies.get(COOKIE) or None
+    header_key = request.headers.get("x-api-key")
+    if header_key:
+        return header_key
+    # The cookie counts for reads only: a browser sends cookies on cross-site form posts, so
+    # accepting it on writes would open them to CSRF. Writes carry the key in a header.
+    if request.method in {"GET", "HEAD"}:
+        return request.cookies.get(COOKIE) or None
+    return None
 
 
 def _lookup(state: ApiState, key: str) -> str | None:
