@@ -168,7 +168,7 @@ def main() -> int:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="iotgw-bench-api-"))
     workdir.chmod(0o755)
-    amqp, mqtt, mgmt, dist, epmd, api_port, pg_port = free_ports(7)
+    amqp, mqtt, mgmt, dist, epmd, pg_port = free_ports(6)
     rabbit = RabbitNode(
         workdir / "rabbitmq",
         RabbitEndpoints(amqp, mqtt, mgmt, dist, epmd, node_name=f"iotgw-bench-{amqp}@localhost"),
@@ -183,6 +183,8 @@ def main() -> int:
             database_url = postgres.url("bench")
         else:
             database_url = f"sqlite:///{workdir / 'registry.db'}"
+        # Picked last: the broker takes seconds to start, and a port picked early may be gone.
+        (api_port,) = free_ports(1)
         env = {
             **os.environ,
             "IOTGW_DATABASE_URL": database_url,
