@@ -67,6 +67,10 @@ class ApplyingEmulator(kmock.KubernetesEmulator):
             return await self._apply(key, request.data)
         if key is not None and request.method == kmock.method.DELETE and key[0] == NAMESPACES:
             return self._delete_namespace(key)
+        if key is not None and request.method == kmock.method.GET and key[0] == NAMESPACES:
+            if not self._exists(key):
+                raise kmock.KubernetesObjectNotFoundError()
+            return aiohttp.web.json_response(self._objects[key].raw)
         return await super()._handle(request)
 
     async def _apply(self, key: Key, body: dict[str, Any]) -> aiohttp.web.StreamResponse:
@@ -96,6 +100,15 @@ class ApplyingEmulator(kmock.KubernetesEmulator):
                 obj.delete()
         self._objects[key].delete()
         return aiohttp.web.json_response(raw)
+
+    def add_namespace(self, name: str, labels: dict[str, str]) -> None:
+        """A namespace somebody else made (not through the provisioner)."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": labels},
+        }
+        self._objects[NAMESPACES, None, name] = body
 
     def live(self) -> dict[tuple[str, str | None, str], dict[str, Any]]:
         """Every object that exists: (plural, namespace, name) -> object."""

@@ -41,12 +41,14 @@ async def test_a_purchase_results_in_exactly_the_expected_objects(
     live = kmock.live()
     assert set(live) == EXPECTED
     assert live["deployments", "acme", "product-b"] == objects[-1]
+    assert next(r.method for r in kmock) == "GET"  # ownership check of the namespace first
     patches = [r for r in kmock if r.method == "PATCH"]
     assert len(patches) == len(EXPECTED)
     for request in patches:
         assert request.headers["Content-Type"] == "application/apply-patch+yaml"
         assert request.params == {"fieldManager": "iotgw-provisioner", "force": "true"}
     assert not [r for r in kmock if r.method in {"POST", "PUT", "DELETE"}]
+    assert len([r for r in kmock if r.method == "GET"]) == 1
 
 
 @pytest.mark.asyncio
@@ -106,6 +108,20 @@ async def test_remove_deletes_the_namespace_and_is_idempotent(
     assert await asyncio.to_thread(kube_target.remove, "acme") == ["Namespace/acme"]
     assert kmock.live() == {}
     assert await asyncio.to_thread(kube_target.remove, "acme") == []
+
+
+@pytest.mark.asyncio
+async def test_a_namespace_the_provisioner_does_not_own_is_never_touched(
+    kmock: Any, kube_target: KubernetesTarget
+) -> None:
+    kmock.add_namespace("acme", {"team": "observability"})
+    before = kmock.live()
+    with pytest.raises(PermanentError, match="not managed by"):
+        await asyncio.to_thread(kube_target.apply, "acme", stack())
+    with pytest.raises(PermanentError, match="not managed by"):
+        await asyncio.to_thread(kube_target.remove, "acme")
+    assert kmock.live() == before
+    assert not [r for r in kmock if r.method in {"PATCH", "DELETE"}]
 
 
 def test_objects_outside_the_clients_namespace_are_refused() -> None:

@@ -22,7 +22,7 @@ from kubernetes import config as k8s_config
 
 from iotgw.contracts.names import check_dns_label
 from iotgw.provisioner.errors import PermanentError, TransientError, is_transient_status
-from iotgw.provisioner.render import Manifest
+from iotgw.provisioner.render import LABEL_CLIENT, MANAGED_BY, MANAGED_BY_LABEL, Manifest
 from iotgw.provisioner.targets import object_ref
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
@@ -58,8 +58,9 @@ RESOURCES: dict[tuple[str, str], Resource] = {
 
 # Server-side apply is a PATCH; on a missing object the API server also checks `create`.
 # Cancelling deletes the namespace (and nothing else: the namespace takes its contents along).
+# `get` on namespaces only: a namespace that exists but is not the provisioner's is refused.
 VERBS: dict[str, frozenset[str]] = {
-    "namespaces": frozenset({"create", "patch", "delete"}),
+    "namespaces": frozenset({"get", "create", "patch", "delete"}),
     **{
         r.plural: frozenset({"create", "patch"})
         for r in RESOURCES.values()
@@ -111,16 +112,21 @@ class KubernetesTarget:
     def apply(self, client: str, objects: list[Manifest]) -> list[str]:
         """Server-side apply each object, in order (the namespace first)."""
         check_dns_label(client, "client")
-        applied = []
+        targets = []
         for obj in objects:
             resource = resource_of(obj)
             meta = obj["metadata"]
             namespace = meta.get("namespace") if resource.namespaced else None
-            if resource.namespaced and namespace != client:
+            outside = namespace != client if resource.namespaced else meta["name"] != client
+            if outside:
                 raise PermanentError(f"{object_ref(obj)} is outside the namespace of {client}")
+            targets.append((obj, resource.path(meta["name"], namespace)))
+        self._owned(client)
+        applied = []
+        for obj, path in targets:
             self._call(
                 "PATCH",
-                resource.path(meta["name"], namespace),
+                path,
                 query=[("fieldManager", self.field_manager), ("force", "true")],
                 body=obj,
                 content_type=APPLY_CONTENT_TYPE,
@@ -131,7 +137,9 @@ class KubernetesTarget:
     def remove(self, client: str) -> list[str]:
         """Delete the client's namespace; a namespace already gone is fine."""
         path = RESOURCES[("v1", "Namespace")].path(check_dns_label(client, "client"), None)
-        status = self._call(
+        if not self._owned(client):
+            return []
+        status, _ = self._call(
             "DELETE",
             path,
             query=[],
@@ -141,16 +149,33 @@ class KubernetesTarget:
         )
         return [] if status == 404 else [f"Namespace/{client}"]
 
+    def _owned(self, client: str) -> bool:
+        """True if the client's namespace exists and is ours, False if it does not exist.
+
+        A namespace of the same name made by someone else (a team's `monitoring`, say) is never
+        patched or deleted: PermanentError.
+        """
+        path = RESOURCES[("v1", "Namespace")].path(client, None)
+        status, data = self._call(
+            "GET", path, query=[], body=None, content_type="application/json", missing_ok=True
+        )
+        if status == 404:
+            return False
+        labels = (json.loads(data or b"{}").get("metadata") or {}).get("labels") or {}
+        if labels.get(MANAGED_BY_LABEL) != MANAGED_BY or labels.get(LABEL_CLIENT) != client:
+            raise PermanentError(f"namespace {client} exists and is not managed by {MANAGED_BY}")
+        return True
+
     def _call(
         self,
         method: str,
         path: str,
         *,
         query: list[tuple[str, str]],
-        body: dict[str, Any],
+        body: dict[str, Any] | None,
         content_type: str,
         missing_ok: bool = False,
-    ) -> int:
+    ) -> tuple[int, bytes]:
         request = self.api.param_serialize(
             method=method,
             resource_path=path,
@@ -166,7 +191,7 @@ class KubernetesTarget:
             raise TransientError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         status = int(response.status)
         if 200 <= status < 300 or (missing_ok and status == 404):
-            return status
+            return status, response.data or b""
         message = _status_message(response.data)
         reason = f"{method} {path}: HTTP {status} {message}"
         if is_transient_status(status):

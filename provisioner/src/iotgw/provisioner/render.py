@@ -14,6 +14,7 @@ from iotgw.provisioner.request import StackSpec
 Manifest = dict[str, Any]
 
 MANAGED_BY = "iotgw-provisioner"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 LABEL_CLIENT = "iotgw.io/client"
 LABEL_PRODUCT = "iotgw.io/product"
 LABEL_ENVIRONMENT = "iotgw.io/environment"
@@ -46,7 +47,7 @@ def render_stack(spec: StackSpec, catalog: Catalog, platform_namespace: str) -> 
 
 def _labels(spec: StackSpec) -> dict[str, str]:
     return {
-        "app.kubernetes.io/managed-by": MANAGED_BY,
+        MANAGED_BY_LABEL: MANAGED_BY,
         LABEL_CLIENT: spec.client,
         LABEL_PRODUCT: spec.product,
         LABEL_ENVIRONMENT: spec.environment,
