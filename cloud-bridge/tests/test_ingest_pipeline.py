@@ -555,3 +555,24 @@ def test_v2_writer_against_a_real_v2_write_api(
 
         eventually(lambda: samples() == acked, 30, f"victoria samples == {acked}")
         assert metrics.registry.get_sample_value("iotgw_ingest_written_total") == 150
+
+
+def test_database_dropped_under_the_ingest_is_created_again(
+    topology_broker: Broker, influx_db: InfluxDatabase
+) -> None:
+    channel = topology_broker.channel()
+    channel.confirm_delivery()
+    key = "devices.acme.dev-1.telemetry"
+
+    def send(seq: int) -> None:
+        body = json.dumps({"ts": time.time(), "seq": seq, "metrics": {"t": 1.0}}).encode()
+        channel.basic_publish("amq.topic", key, body)
+
+    with ingest_running(settings_for(topology_broker, influx_db)):
+        wait_consuming(topology_broker)
+        send(1)
+        assert_points(influx_db, {"dev-1": 1}, 20)
+        influx_db.node.query(f'DROP DATABASE "{influx_db.name}"')
+        send(2)
+        send(3)
+        assert_points(influx_db, {"dev-1": 2}, 20)

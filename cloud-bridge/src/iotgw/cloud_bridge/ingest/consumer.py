@@ -106,7 +106,7 @@ class IngestConsumer:
                 },
             )
             while not stop.is_set():
-                connection.process_data_events(time_limit=self._wait_s())
+                connection.process_data_events(time_limit=self._wait_s(flusher))
                 self._flush(flusher)
                 self._sample_depth(channel)
             channel.basic_cancel(consumer_tag)
@@ -134,10 +134,12 @@ class IngestConsumer:
                 batch.skew_corrected += 1
                 self._warn_skew(point.client, point.device, point.seq, point.skew_s)
 
-    def _wait_s(self) -> float:
-        if self._batch is not None:
-            return max(0.0, self._batch.opened_at + self._interval - time.monotonic())
-        return self._interval
+    def _wait_s(self, flusher: Flusher) -> float:
+        """How long pika may block: until the batch is due, or a write completes when busy."""
+        if self._batch is None or flusher.busy:
+            # A completing write wakes process_data_events (add_callback_threadsafe).
+            return self._interval
+        return max(0.0, self._batch.opened_at + self._interval - time.monotonic())
 
     def _flush(self, flusher: Flusher, force: bool = False) -> None:
         """Offer the batch to the flusher when it is full or old enough (or forced)."""

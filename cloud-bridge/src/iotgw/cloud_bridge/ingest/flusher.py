@@ -62,6 +62,11 @@ class Flusher:
             return False
         return True
 
+    @property
+    def busy(self) -> bool:
+        """True when `offer` would refuse a batch now."""
+        return self._queue.full()
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stop after the batch being written (or abandon its retries); queued ones stay unacked."""
         self._stop.set()

@@ -78,6 +78,9 @@ class V1Writer:
             response = self._client.post("/write", params=self._params, content=body)
         except httpx.HTTPError as exc:
             raise WriteUnavailableError(f"influxdb unreachable: {exc!r}") from exc
+        if response.status_code == 404 and "database not found" in response.text:
+            # Dropped under us (or never created): create it, then let the flusher retry.
+            self.ensure_database()
         _check(response.status_code, response.text)
 
     def ensure_database(self) -> None:
