@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import logging
 import selectors
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +22,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 MISC_INTERVAL_S = 1.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(order=True)
@@ -45,6 +49,11 @@ class NetLoop:
         self._order = itertools.count()
         self._clients: set[mqtt.Client] = set()
         self._paused: set[mqtt.Client] = set()
+        # Clients with bytes queued: written at the top of the next iteration, in one go per
+        # client; only what the socket does not take gets EVENT_WRITE (saves two epoll_ctl
+        # calls per message).
+        self._to_write: set[mqtt.Client] = set()
+        self._write_registered: set[mqtt.Client] = set()
         self._stopping = False
         self.after_iteration: list[Callable[[], object]] = []
 
@@ -63,7 +72,7 @@ class NetLoop:
 
     def _events(self, client: mqtt.Client) -> int:
         events = 0 if client in self._paused else selectors.EVENT_READ
-        if client.want_write():
+        if client in self._write_registered:
             events |= selectors.EVENT_WRITE
         return events
 
@@ -83,15 +92,33 @@ class NetLoop:
 
     def _on_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         self._paused.discard(client)
+        self._to_write.discard(client)
+        self._write_registered.discard(client)
         # Never registered, or already gone: either way nothing to undo.
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(sock)
 
     def _on_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self._update(client, sock)
+        self._to_write.add(client)
 
     def _on_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self._update(client, sock)
+        self._to_write.discard(client)
+        if client in self._write_registered:
+            self._write_registered.discard(client)
+            self._update(client, sock)
+
+    def _flush_writes(self) -> None:
+        while self._to_write:
+            client = self._to_write.pop()
+            sock = client.socket()
+            if sock is None:
+                continue
+            self._service(client, selectors.EVENT_WRITE)
+            sock = client.socket()
+            if sock is not None and client.want_write() and client not in self._write_registered:
+                # The socket's buffer is full: wait until the kernel says it is writable.
+                self._write_registered.add(client)
+                self._update(client, sock)
 
     def pause_reading(self, client: mqtt.Client, seconds: float) -> None:
         """Leave `client`'s incoming bytes unread for `seconds` (a slow consumer)."""
@@ -127,6 +154,7 @@ class NetLoop:
         deadline = None if timeout is None else time.monotonic() + timeout
         next_misc = time.monotonic() + MISC_INTERVAL_S
         while not self._stopping and not (until is not None and until()):
+            self._flush_writes()
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 return
@@ -135,12 +163,10 @@ class NetLoop:
                 wait = min(wait, self._timers[0].when - now)
             if deadline is not None:
                 wait = min(wait, deadline - now)
+            if self._to_write:
+                wait = 0.0
             for key, mask in self._selector.select(max(0.0, wait)):
-                client: mqtt.Client = key.data
-                if mask & selectors.EVENT_READ and client not in self._paused:
-                    client.loop_read()
-                if mask & selectors.EVENT_WRITE and client.socket() is not None:
-                    client.loop_write()
+                self._service(key.data, mask)
             self._run_timers()
             if time.monotonic() >= next_misc:
                 next_misc = time.monotonic() + MISC_INTERVAL_S
@@ -148,6 +174,21 @@ class NetLoop:
                     client.loop_misc()
             for hook in self.after_iteration:
                 hook()
+
+    def _service(self, client: mqtt.Client, mask: int) -> None:
+        try:
+            if mask & selectors.EVENT_READ and client not in self._paused:
+                client.loop_read()
+            if mask & selectors.EVENT_WRITE and client.socket() is not None:
+                client.loop_write()
+        except Exception:
+            # One module's failure must not stop the others: log it and cut its connection,
+            # so its session reconnects and replays from its buffer.
+            log.exception("client failed; dropping its connection")
+            sock = client.socket()
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)  # type: ignore[attr-defined]
 
     def _run_timers(self) -> None:
         now = time.monotonic()

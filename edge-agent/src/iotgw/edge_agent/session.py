@@ -300,7 +300,8 @@ class MqttSession:
         was_connected = self.connected
         self.connected = False
         self._inflight.clear()
-        client.drop_out_messages()
+        # paho's queue is left alone here (this may run inside paho's own iteration over it);
+        # it is dropped on the next CONNACK.
         if self._connect_timer is not None:
             self._connect_timer.cancel()
         if self._holding_gate:
