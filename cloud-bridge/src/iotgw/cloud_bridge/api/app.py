@@ -15,6 +15,7 @@ from iotgw.cloud_bridge.api.metrics import ApiMetrics
 from iotgw.cloud_bridge.api.routers import devices, health, operator, orders
 from iotgw.cloud_bridge.api.settings import ApiSettings
 from iotgw.cloud_bridge.api.state import ApiState
+from iotgw.cloud_bridge.web import pages
 
 
 def create_app(
@@ -50,6 +51,7 @@ def create_app(
     errors.install(app)
     for router in (orders.router, devices.router, operator.router, health.router):
         app.include_router(router)
+    pages.install(app)
 
     @app.middleware("http")
     async def measure(
