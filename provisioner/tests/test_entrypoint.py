@@ -10,8 +10,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
+
 from iotgw.contracts.envelope import Envelope
 from iotgw.contracts.topology import TOPIC_EXCHANGE
+from iotgw.localstack.processes import free_ports
 from iotgw.localstack.pytest_plugin import Broker, InfluxDatabase
 from iotgw.provisioner.brokerusers import BrokerUsers
 
@@ -25,6 +28,7 @@ def test_the_entry_point_provisions_and_stops_on_sigterm(
     tmp_path: Path,
 ) -> None:
     ep = topology_broker.node.endpoints
+    (metrics_port,) = free_ports(1)
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOTGW_")} | {
         "IOTGW_AMQP_URL": topology_broker.amqp_url,
         "IOTGW_RABBITMQ_MANAGEMENT_URL": ep.management_url,
@@ -33,6 +37,7 @@ def test_the_entry_point_provisions_and_stops_on_sigterm(
         "IOTGW_PROVISIONER_TARGET": "manifests",
         "IOTGW_MANIFESTS_DIR": str(tmp_path / "gitops"),
         "IOTGW_PROVISIONER_WORKERS": "1",
+        "IOTGW_METRICS_PORT": str(metrics_port),
     }
     channel = topology_broker.channel()
     status_queue = channel.queue_declare("", exclusive=True).method.queue
@@ -51,6 +56,8 @@ def test_the_entry_point_provisions_and_stops_on_sigterm(
             break
         channel.cancel()
         assert (tmp_path / "gitops" / "proc-test" / "kustomization.yaml").exists()
+        metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+        assert 'iotgw_provisioner_outcomes_total{outcome="ready"} 1.0' in metrics
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err

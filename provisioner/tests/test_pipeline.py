@@ -110,7 +110,7 @@ def test_a_purchase_event_ends_with_a_ready_event_carrying_its_trace_id(
     mqtt_device: Callable[..., Any],
 ) -> None:
     settings = settings_for(topology_broker, influx_db)
-    running(settings, ManifestsTarget(settings.manifests_dir))
+    provisioner = running(settings, ManifestsTarget(settings.manifests_dir))
     statuses = Statuses(topology_broker)
     env = purchase(devices=("dev-1", "dev-2"))
     publish(topology_broker, "purchases.acme.created", env.to_json())
@@ -141,6 +141,10 @@ def test_a_purchase_event_ends_with_a_ready_event_carrying_its_trace_id(
     assert point["latency_ms"] > 0
     policies = influx_rows(influx_db, f'SHOW RETENTION POLICIES ON "{influx_db.name}"')
     assert any(p["name"] == "iotgw" and p["default"] for p in policies)
+    registry = provisioner.metrics.registry
+    ready = {"outcome": "ready"}
+    assert registry.get_sample_value("iotgw_provisioner_outcomes_total", ready) == 1
+    assert registry.get_sample_value("iotgw_provisioner_latency_seconds_count") == 1
     channel = topology_broker.channel()
     for queue in ("q.provisioning", "q.provisioning.dead", "q.provisioning.retry.1"):
         assert channel.queue_declare(queue, passive=True).method.message_count == 0

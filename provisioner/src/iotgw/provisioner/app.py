@@ -15,6 +15,7 @@ from iotgw.provisioner.consumer import PurchaseHandler, Worker
 from iotgw.provisioner.influx import InfluxStore
 from iotgw.provisioner.kube import KubernetesTarget, api_client_from_config
 from iotgw.provisioner.manifests import ManifestsTarget
+from iotgw.provisioner.metrics import ProvisionerMetrics
 from iotgw.provisioner.reconciler import Reconciler
 from iotgw.provisioner.settings import ProvisionerSettings
 from iotgw.provisioner.targets import Target
@@ -65,8 +66,9 @@ class Provisioner:
         reconciler = Reconciler(
             self.catalog, self.target, self.broker, self.influx, cfg.platform_namespace
         )
+        self.metrics = ProvisionerMetrics()
         handler = PurchaseHandler(
-            queue, reconciler, self.catalog, self.influx, cfg.platform_namespace
+            queue, reconciler, self.catalog, self.influx, cfg.platform_namespace, self.metrics
         )
         self.workers = [
             Worker(cfg.amqp_url, queue, handler, cfg.prefetch)

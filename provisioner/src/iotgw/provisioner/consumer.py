@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pika
-from prometheus_client import Counter, Histogram
 
 from iotgw.contracts.amqp import dead_letter, original_routing_key, retry_later
 from iotgw.contracts.envelope import Envelope
@@ -27,17 +26,12 @@ from iotgw.contracts.topology import TOPIC_EXCHANGE, WorkQueue
 from iotgw.provisioner.catalog import Catalog
 from iotgw.provisioner.errors import PermanentError, TransientError
 from iotgw.provisioner.influx import InfluxStore
+from iotgw.provisioner.metrics import ProvisionerMetrics
 from iotgw.provisioner.reconciler import Reconciler
 from iotgw.provisioner.request import InvalidPurchaseError, PurchaseRequest, parse_purchase
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = Counter("iotgw_provisioner_outcomes_total", "Purchases handled, by outcome", ["outcome"])
-LATENCY = Histogram(
-    "iotgw_provisioner_latency_seconds",
-    "Delivery to status published",
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
-)
 APP = "provisioner"
 PUBLISHER = "iotgw-provisioner"
 
@@ -62,7 +56,9 @@ class PurchaseHandler:
         catalog: Catalog,
         influx: InfluxStore,
         platform_namespace: str,
+        metrics: ProvisionerMetrics,
     ) -> None:
+        self.metrics = metrics
         self.queue = queue
         self.reconciler = reconciler
         self.catalog = catalog
@@ -104,7 +100,7 @@ class PurchaseHandler:
                 delivery.method.routing_key,
             ):
                 log.warning("transient failure, retrying later", extra={"reason": exc.reason})
-                OUTCOMES.labels("retried").inc()
+                self.metrics.outcomes.labels("retried").inc()
                 delivery.channel.basic_ack(delivery.method.delivery_tag)
                 return
             self._fail(delivery, request, f"retries used up: {exc.reason}", started)
@@ -185,10 +181,10 @@ class PurchaseHandler:
             ),
         )
         elapsed = time.monotonic() - started
-        LATENCY.observe(elapsed)
+        self.metrics.latency.observe(elapsed)
         cancelled = request is not None and request.action is PurchaseAction.CANCELLED
         label = "cancelled" if cancelled and outcome is ProvisioningOutcome.READY else outcome.value
-        OUTCOMES.labels(label).inc()
+        self.metrics.outcomes.labels(label).inc()
         log.info("status published", extra={"outcome": outcome.value, "client": about.client})
         try:
             self.influx.write_outcome(

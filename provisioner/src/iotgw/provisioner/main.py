@@ -21,9 +21,9 @@ def main() -> int:
     """Run the provisioner; exit 1 when a worker dies (the orchestrator restarts it)."""
     settings = load_settings(ProvisionerSettings)
     configure_logging(settings.log_level)
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port)
     provisioner = Provisioner(settings, build_target(settings))
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, registry=provisioner.metrics.registry)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("stopping", extra={"signal": signum})
