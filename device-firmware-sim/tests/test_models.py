@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 
 from iotgw.device_sim.identities import fleet, module_password
 from iotgw.device_sim.models import SimClock, module_sensors
@@ -52,3 +55,18 @@ def test_agent_loads_simulated_sensors_as_plugins() -> None:
     sensors = load_sensors(["system", "temperature", "battery"])
     assert [s.name for s in sensors] == ["system", "temperature", "battery"]
     assert "temperature" in sensors[1].read(1_700_000_000.0)
+
+
+def test_missing_fleet_secret_fails_naming_it() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOTGW_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "iotgw.device_sim", "--json", "--count", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "IOTGW_SIM_SECRET" in result.stderr
+    assert "IOTGW_SIM_COUNT" in result.stderr

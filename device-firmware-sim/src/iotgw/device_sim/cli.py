@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     if settings.sim_provision:
         provision(
             settings.rabbitmq_management_url,
-            ("guest", "guest"),
+            (settings.sim_admin_user, settings.sim_admin_password.get_secret_value()),
             settings.sim_vhost or "/",
             identities,
             secret,

@@ -32,6 +32,8 @@ class SimSettings(CommonSettings):
     sim_time_scale: float = Field(default=1.0, gt=0)
     sim_drain_timeout_s: float = Field(default=60.0, ge=0)
     sim_provision: bool = Field(default=False, description="create the modules' broker users")
+    sim_admin_user: str = Field(default="guest", description="management API user for provision")
+    sim_admin_password: SecretStr = Field(default=SecretStr("guest"))
     metrics_port: int = Field(default=0, ge=0, le=65535)
 
     @field_validator("sim_client")
