@@ -329,3 +329,25 @@ async def test_when_retries_are_used_up_it_dead_letters_and_fails(
     assert headers["x-original-routing-key"] == "purchases.acme.created"
     assert Envelope.from_json(body).message_attributes.retrace_intent == 2
     assert kmock.live() == {}
+
+
+@pytest.mark.usefixtures("clean_users")
+def test_workers_reconnect_after_a_broker_outage(
+    topology_broker: Broker,
+    influx_db: InfluxDatabase,
+    settings_for: Callable[..., Any],
+    running: Callable[..., Any],
+    purchase: Callable[..., Envelope],
+) -> None:
+    settings = settings_for(topology_broker, influx_db)
+    provisioner = running(settings, ManifestsTarget(settings.manifests_dir))
+    topology_broker.node.stop_app()
+    topology_broker.node.start_app()
+    topology_broker.connections.clear()  # the outage closed them
+    statuses = Statuses(topology_broker)
+    env = purchase()
+    publish(topology_broker, "purchases.acme.created", env.to_json())
+    key, status = statuses.next()
+    assert key == "provisioning.acme.ready"
+    assert status.trace_id == env.trace_id
+    assert provisioner.alive()

@@ -33,6 +33,8 @@ from iotgw.provisioner.request import InvalidPurchaseError, PurchaseRequest, par
 log = logging.getLogger(__name__)
 
 APP = "provisioner"
+RECONNECT_FIRST_S = 0.5
+RECONNECT_MAX_S = 10.0
 PUBLISHER = "iotgw-provisioner"
 
 
@@ -208,7 +210,22 @@ class Worker:
         self.ready = threading.Event()
 
     def run(self, stop: threading.Event) -> None:
-        """Consume until `stop` is set; unacked messages go back to the queue on exit."""
+        """Consume until `stop` is set, reconnecting with a growing pause when the broker goes.
+
+        Unacked purchases return to the queue when a connection drops, and are redelivered.
+        """
+        pause = RECONNECT_FIRST_S
+        while not stop.is_set():
+            try:
+                self._consume(stop)
+            except pika.exceptions.AMQPError as exc:
+                log.warning("broker connection lost, reconnecting", extra={"error": repr(exc)})
+                stop.wait(pause)
+                pause = min(pause * 2, RECONNECT_MAX_S)
+            else:
+                return
+
+    def _consume(self, stop: threading.Event) -> None:
         connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
         try:
             channel = connection.channel()
