@@ -89,6 +89,7 @@ class Fleet:
         self.loop = NetLoop()
         self.store = Store(config.state_dir / "fleet.db", synchronous="normal")
         self.loop.after_iteration.append(self.store.flush_acks)
+        self.loop.timer_batch = self.store.transaction
         self.rng = random.Random(config.seed)  # noqa: S311 - simulation
         self.gate = ConnectGate(self.loop, config.connect_parallel)
         self.faults = FaultInjector(faults or FaultPlan(), self.loop, self.rng)

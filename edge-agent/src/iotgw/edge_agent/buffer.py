@@ -117,8 +117,7 @@ class Store:
         self._db.close()
 
     def transaction(self) -> _Commit:
-        """`with store.transaction():` groups statements into one commit."""
-        self._db.execute("BEGIN IMMEDIATE")
+        """`with store.transaction():` groups statements into one commit (nesting joins it)."""
         return _Commit(self._db)
 
     @property
@@ -128,16 +127,22 @@ class Store:
 
 
 class _Commit:
-    """Context manager: COMMIT on success, ROLLBACK on error."""
+    """Context manager: BEGIN, then COMMIT on success or ROLLBACK on error; inside an open
+    transaction it does nothing (the outer one commits)."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
+        self._outer = False
 
     def __enter__(self) -> sqlite3.Connection:
+        if not self._db.in_transaction:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._outer = True
         return self._db
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if self._outer:
+            self._db.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
 class DeviceBuffer:

@@ -16,6 +16,7 @@ import selectors
 import socket
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,10 @@ class NetLoop:
         self._write_registered: set[mqtt.Client] = set()
         self._stopping = False
         self.after_iteration: list[Callable[[], object]] = []
+        # Wraps each batch of due timers; the simulator makes it one SQLite transaction, so all
+        # readings sampled in an iteration are committed together. Safe for persist-before-
+        # publish because bytes only leave in `_flush_writes`, after the batch has committed.
+        self.timer_batch: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
 
     # --- clients -------------------------------------------------------------------------------
     def attach(self, client: mqtt.Client) -> None:
@@ -192,10 +197,13 @@ class NetLoop:
 
     def _run_timers(self) -> None:
         now = time.monotonic()
-        while self._timers and self._timers[0].when <= now:
-            timer = heapq.heappop(self._timers)
-            if not timer.cancelled:
-                timer.callback()
+        if not (self._timers and self._timers[0].when <= now):
+            return
+        with self.timer_batch():
+            while self._timers and self._timers[0].when <= now:
+                timer = heapq.heappop(self._timers)
+                if not timer.cancelled:
+                    timer.callback()
 
     def close(self) -> None:
         """Release the selector."""
