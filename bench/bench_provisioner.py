@@ -32,7 +32,7 @@ from iotgw.contracts.payloads import DeviceCredential, PurchaseData
 from iotgw.contracts.topics import PurchaseAction
 from iotgw.contracts.topology import DEFAULT_TOPOLOGY, TOPIC_EXCHANGE
 from iotgw.localstack.influxdb import InfluxNode
-from iotgw.localstack.processes import free_ports, wait_until
+from iotgw.localstack.processes import StackError, free_ports, tcp_open, wait_until
 from iotgw.localstack.rabbitmq import RabbitEndpoints, RabbitNode
 from iotgw.provisioner.catalog import load_catalog
 from iotgw.provisioner.manifests import ManifestsTarget
@@ -157,20 +157,36 @@ def measure(
     return p50, p99
 
 
+def start_services(base: Path, attempts: int = 3) -> tuple[RabbitNode, InfluxNode]:
+    """Our own RabbitMQ and InfluxDB on free ports; new ports when another process took one."""
+    for attempt in range(1, attempts + 1):
+        amqp, mqtt_port, mgmt, dist, epmd, influx_http, influx_rpc = free_ports(7)
+        rabbit = RabbitNode(
+            base / f"rabbitmq-{attempt}",
+            RabbitEndpoints(amqp, mqtt_port, mgmt, dist, epmd, f"iotgw-bench-{amqp}@localhost"),
+        )
+        influx = InfluxNode(base / f"influxdb-{attempt}", influx_http, influx_rpc)
+        try:
+            rabbit.start()
+            influx.start()
+        except StackError:
+            rabbit.stop()
+            influx.stop()
+            if attempt == attempts:
+                raise
+            continue
+        return rabbit, influx
+    raise AssertionError("unreachable")
+
+
 def main() -> int:
     """Start the services, measure, print the figures."""
     base = Path(tempfile.mkdtemp(prefix="iotgw-bench-prov-"))
     base.chmod(0o755)
-    amqp, mqtt_port, mgmt, dist, epmd, influx_http, influx_rpc = free_ports(7)
-    rabbit = RabbitNode(
-        base / "rabbitmq",
-        RabbitEndpoints(amqp, mqtt_port, mgmt, dist, epmd, f"iotgw-bench-{amqp}@localhost"),
-    )
-    influx = InfluxNode(base / "influxdb", influx_http, influx_rpc)
     proc: subprocess.Popen[bytes] | None = None
+    rabbit, influx = start_services(base)
+    amqp = rabbit.endpoints.amqp_port
     try:
-        rabbit.start()
-        influx.start()
         envelopes = purchases("paced")
         base_ms = baseline(envelopes, base / "baseline")
         emit(
@@ -181,6 +197,7 @@ def main() -> int:
         )
 
         amqp_url = rabbit.endpoints.amqp_url()
+        wait_until(lambda: tcp_open(amqp), 30, "rabbitmq amqp listener")
         connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
         channel = connection.channel()
         DEFAULT_TOPOLOGY.declare(channel)
