@@ -7,12 +7,18 @@ workers running in this process against a fresh vhost with the platform's topolo
 
 from __future__ import annotations
 
+import json
+import os
 import queue
+import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pika
@@ -21,8 +27,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy.orm import Session, sessionmaker
 
 from iotgw.cloud_bridge.api.testing import ApiServer, drain, wait_for
+from iotgw.cloud_bridge.presence import testing
 from iotgw.cloud_bridge.presence.main import Presence
-from iotgw.cloud_bridge.presence.settings import PresenceSettings
 from iotgw.cloud_bridge.registry import repository as repo
 from iotgw.cloud_bridge.registry.models import Device
 from iotgw.contracts.payloads import DesiredConfig, ReportedState, Status
@@ -69,16 +75,9 @@ def registry(sessions: sessionmaker[Session]) -> Registry:
 
 @pytest.fixture
 def service_identity(topology_broker: Broker) -> Iterator[tuple[str, str]]:
-    """A broker user of its own for the presence process: may only publish to amq.topic."""
-    node = topology_broker.node
-    user, password = f"presence-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-    node.add_user(user, password)
-    # The MQTT plugin needs configure/read only on its own subscription queues (none here).
-    node.set_permissions(
-        user, topology_broker.vhost, "^mqtt-subscription-.*", "^amq\\.topic$", "^$"
-    )
-    yield topology_broker.mqtt_username(user), password
-    node.api("DELETE", f"/api/users/{user}")
+    """The presence process's own broker user on the test's vhost."""
+    with testing.service_identity(topology_broker) as identity:
+        yield identity
 
 
 @pytest.fixture
@@ -88,23 +87,8 @@ def presence(
     service_identity: tuple[str, str],
 ) -> Iterator[Presence]:
     """Both presence workers running against the test's vhost and registry."""
-    username, password = service_identity
-    settings = PresenceSettings(
-        database_url="sqlite://",  # unused: the sessions are handed over below
-        amqp_url=topology_broker.amqp_url,
-        mqtt_host=topology_broker.mqtt_host,
-        mqtt_port=topology_broker.mqtt_port,
-        presence_mqtt_username=username,
-        presence_mqtt_password=password,
-        presence_mqtt_client_id=f"presence-{uuid.uuid4().hex[:8]}",
-        presence_retry_initial_s=0.1,
-        presence_retry_max_s=1.0,
-    )
-    running = Presence(settings, sessions)
-    running.start()
-    assert running.wait_ready(30), "presence workers did not start consuming"
-    yield running
-    running.stop()
+    with testing.run_presence(topology_broker, sessions, service_identity) as running:
+        yield running
 
 
 def _topic(device: str, kind: DeviceKind) -> str:
@@ -443,3 +427,44 @@ def test_malformed_config_requests_are_dead_lettered(
     assert reasons[0].startswith("schema:")
     assert "version" in reasons[0]
     assert reasons[1].startswith("unknown_device")
+
+
+def test_the_iotgw_presence_process_applies_status_and_stops_on_sigterm(
+    registry: Registry,
+    database_url: str,
+    topology_broker: Broker,
+    service_identity: tuple[str, str],
+) -> None:
+    """The console entry point itself, as deployed: env settings, JSON logs, clean SIGTERM."""
+    username, password = service_identity
+    env = {
+        **os.environ,
+        "IOTGW_DATABASE_URL": database_url,
+        "IOTGW_AMQP_URL": topology_broker.amqp_url,
+        "IOTGW_MQTT_HOST": topology_broker.mqtt_host,
+        "IOTGW_MQTT_PORT": str(topology_broker.mqtt_port),
+        "IOTGW_PRESENCE_MQTT_USERNAME": username,
+        "IOTGW_PRESENCE_MQTT_PASSWORD": password,
+        "IOTGW_METRICS_PORT": "0",
+    }
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("iotgw-presence"))],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        device = registry.devices[0]
+        channel = topology_broker.channel()
+        key = DeviceTopic(CLIENT, device, DeviceKind.STATUS).routing_key
+        channel.basic_publish(TOPIC_EXCHANGE, key, _status("online", 7))
+        wait_for(lambda: registry.device(device).epoch == 7, what="status applied by the process")
+        assert registry.device(device).online is True
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, out
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert any(line["msg"] == "presence started" for line in lines)
+    assert password not in out

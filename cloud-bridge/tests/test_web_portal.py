@@ -7,13 +7,21 @@ Chromium is Debian's (/usr/bin/chromium), driven by Playwright through `executab
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from sqlalchemy.orm import Session, sessionmaker
 
 from iotgw.cloud_bridge.api.testing import ApiServer
+from iotgw.cloud_bridge.presence.main import Presence
+from iotgw.cloud_bridge.presence.testing import run_presence, service_identity
+from iotgw.contracts.payloads import Status
+from iotgw.contracts.topics import DeviceKind, DeviceTopic
 from iotgw.localstack.pytest_plugin import Broker, InfluxDatabase
 from iotgw.provisioner.app import Provisioner
 from iotgw.provisioner.manifests import ManifestsTarget
@@ -73,6 +81,16 @@ def provisioner(
     running.close()
 
 
+@pytest.fixture
+def presence(sessions: sessionmaker[Session], topology_broker: Broker) -> Iterator[Presence]:
+    """The presence workers, so devices that connect show up online."""
+    with (
+        service_identity(topology_broker) as identity,
+        run_presence(topology_broker, sessions, identity) as running,
+    ):
+        yield running
+
+
 def _sign_in(page: Page, url: str, key: str) -> None:
     page.goto(f"{url}/portal")
     expect(page).to_have_url(f"{url}/portal/login")
@@ -80,8 +98,28 @@ def _sign_in(page: Page, url: str, key: str) -> None:
     page.click("button[type=submit]")
 
 
+def _device_goes_online(broker: Broker, username: str, client_id: str, secret: str) -> mqtt.Client:
+    """Connect as the device with the credentials the page showed; announce `online`."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
+    client.username_pw_set(broker.mqtt_username(username), secret)
+    _, device = username.split(".", 1)
+    topic = DeviceTopic("acme", device, DeviceKind.STATUS).mqtt
+    client.will_set(topic, Status(state="offline", epoch=1, ts=time.time()).to_json(), 1, True)
+    client.connect(broker.mqtt_host, broker.mqtt_port)
+    client.loop_start()
+    info = client.publish(topic, Status(state="online", epoch=1, ts=time.time()).to_json(), 1, True)
+    info.wait_for_publish(10)
+    assert info.is_published(), "the device could not publish with its page-issued secret"
+    return client
+
+
 def test_a_purchase_made_in_the_page_shows_ready_once_provisioned(
-    api: ApiServer, provisioner: Provisioner, browser: Browser, tmp_path: Path
+    api: ApiServer,
+    provisioner: Provisioner,
+    presence: Presence,
+    browser: Browser,
+    topology_broker: Broker,
+    tmp_path: Path,
 ) -> None:
     key = api.new_client("acme")
     page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -107,7 +145,22 @@ def test_a_purchase_made_in_the_page_shows_ready_once_provisioned(
     devices = page.locator("#devices tbody")
     expect(devices).to_contain_text("offline")
     expect(devices).to_contain_text("in sync v0 of v0")
-    page.screenshot(path=str(tmp_path / "portal.png"), full_page=True)
+
+    # A module connects with the credentials shown in the page (its broker user was made by the
+    # provisioner); presence marks it online and the page's device list follows.
+    secret_row = page.locator("#secrets tbody tr").first
+    username = secret_row.locator("td").nth(1).inner_text()
+    client_id = secret_row.locator("td").nth(2).inner_text()
+    secret = secret_row.locator("td").nth(3).inner_text()
+    module = _device_goes_online(topology_broker, username, client_id, secret)
+    try:
+        online = page.locator(f'#devices tr[data-device-id="{username.split(".", 1)[1]}"]')
+        expect(online).to_contain_text("online", timeout=15_000)
+        expect(online.locator(".dot.on")).to_have_count(1)
+        page.screenshot(path=str(tmp_path / "portal.png"), full_page=True)
+    finally:
+        module.loop_stop()
+        module.disconnect()
 
     order_id = row.get_attribute("data-order-id")
     with api.http(key) as http:
