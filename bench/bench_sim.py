@@ -139,7 +139,7 @@ class Bench:
             )
         )
         sim.start()
-        sim.loop.run(until=lambda: sim.totals().connected == SIM_MODULES, timeout=60)
+        sim.loop.run(until=lambda: sim.connected_now == SIM_MODULES, timeout=60)
         acked0, t0 = sim.totals().acked, time.monotonic()
         sim.run_for(SECONDS)
         totals = sim.totals()
@@ -181,7 +181,7 @@ class Bench:
         )
         start = time.monotonic()
         sim.start()
-        sim.loop.run(until=lambda: sim.totals().connected >= RAMP_MODULES, timeout=300)
+        sim.loop.run(until=lambda: sim.connected_now >= RAMP_MODULES, timeout=300)
         connect_s = time.monotonic() - start
         reached = sim.totals().connected
         sim.run_for(RAMP_HOLD_S)
@@ -195,6 +195,7 @@ class Bench:
             "held_connected": held.connected,
             "max_connected": held.max_connected,
             "disconnects_during_hold": held.disconnects,
+            "disconnect_reasons": held.disconnect_reasons,
             "acked_during_run": held.acked,
             "open_files_limit": sim.open_files,
             "sim_rss_mb": round(rss_mb()),

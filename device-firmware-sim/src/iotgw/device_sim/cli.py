@@ -111,7 +111,11 @@ def run(sim: Fleet, settings: SimSettings, as_json: bool) -> dict[str, Any]:
     if settings.metrics_port:
         serve_metrics(
             settings.metrics_port,
-            lambda: {f"iotgw_sim_{k}": v for k, v in sim.totals().as_dict().items()},
+            lambda: {
+                f"iotgw_sim_{k}": v
+                for k, v in sim.totals().as_dict().items()
+                if isinstance(v, int | float)
+            },
         )
     sim.start()
     duration = settings.sim_duration_s

@@ -13,8 +13,9 @@ import random
 import resource
 import sqlite3
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from iotgw.device_sim.faults import FaultInjector, FaultPlan
 from iotgw.device_sim.identities import module_password
@@ -72,10 +73,11 @@ class Totals:
     connect_failures: int = 0
     extra_sent: int = 0
     max_connected: int = 0
+    disconnect_reasons: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
     rate_acked_per_s: float = 0.0
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, Any]:
         """Plain dict (for --json)."""
         return asdict(self)
 
@@ -96,6 +98,8 @@ class Fleet:
         self.clock = SimClock(time.time(), config.time_scale)
         self.sessions: list[MqttSession] = []
         self._started = 0.0
+        self.connected_now = 0
+        self._idle = False
         self._max_connected = 0
         self._buffered = 0
         self._dropped = 0
@@ -146,9 +150,12 @@ class Fleet:
         self._check()
 
     def _check(self) -> None:
+        """Every CHECK_INTERVAL_S: the fleet-wide figures the loop's `until` tests read."""
         connected = sum(1 for s in self.sessions if s.connected)
+        self.connected_now = connected
         self._max_connected = max(self._max_connected, connected)
         self._buffered = self.store.total_buffered()
+        self._idle = self._buffered == 0 and all(s.inflight == 0 for s in self.sessions)
         now = time.monotonic()
         acked = sum(s.stats.acked for s in self.sessions)
         last_t, last_acked = self._last_rate
@@ -166,10 +173,8 @@ class Fleet:
         """Stop sampling and run until every buffered reading is acknowledged (or `timeout`)."""
         for session in self.sessions:
             session.stop_sampling()
-        self.loop.run(
-            until=lambda: self._buffered == 0 and all(s.inflight == 0 for s in self.sessions),
-            timeout=timeout,
-        )
+        self._idle = False
+        self.loop.run(until=lambda: self._idle, timeout=timeout)
         self._buffered = self.store.total_buffered()
         return self._buffered == 0
 
@@ -196,6 +201,9 @@ class Fleet:
             t.disconnects += st.disconnects
             t.connect_failures += st.connect_failures
             t.extra_sent += st.extra_sent
+            if st.last_disconnect_reason:
+                reason = st.last_disconnect_reason
+                t.disconnect_reasons[reason] = t.disconnect_reasons.get(reason, 0) + 1
         t.max_connected = max(self._max_connected, t.connected)
         t.elapsed_s = round(time.monotonic() - self._started, 2) if self._started else 0.0
         t.rate_acked_per_s = round(self._rate, 1)

@@ -80,7 +80,8 @@ class SessionStats:
     connect_failures: int = 0
     configs_applied: int = 0
     configs_rejected: int = 0
-    extra_sent: int = field(default=0)
+    extra_sent: int = 0
+    last_disconnect_reason: str = field(default="")
 
 
 class ConnectGate:
@@ -309,6 +310,7 @@ class MqttSession:
             self._release_gate()
         if was_connected:
             self.stats.disconnects += 1
+            self.stats.last_disconnect_reason = str(reason)
             log.info(
                 "disconnected", extra={"device": self.core.identity.device, "reason": str(reason)}
             )
