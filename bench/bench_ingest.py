@@ -121,12 +121,13 @@ class Bench:
 
     # ------------------------------------------------------------ baselines
 
-    def bare_consumer(self, count: int) -> float:
+    def bare_consumer(self, count: int) -> tuple[float, float]:
         """Baseline A: msg/s of a consumer that only acks (prefetch 300, ack every 30)."""
         self.fill(count)
         channel = self.channel()
         channel.basic_qos(prefetch_count=300)
         received = 0
+        cpu = time.process_time()
         started = time.perf_counter()
 
         def on_message(ch: Any, method: Any, _props: Any, _body: bytes) -> None:
@@ -140,8 +141,9 @@ class Bench:
         channel.basic_consume(TELEMETRY_QUEUE, on_message)
         channel.start_consuming()
         elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu
         channel.connection.close()
-        return count / elapsed
+        return count / elapsed, cpu / count * 1e6
 
     def raw_writes(self, count: int, lines_per_post: int = 5000) -> float:
         """Baseline B: points/s of raw `lines_per_post`-line POSTs to /write."""
@@ -184,24 +186,35 @@ class Bench:
             process.kill()
             process.wait()
 
-    def ingest_drain(self, count: int, **settings: Any) -> float:
-        """msg/s of `iotgw-ingest` draining `count` pre-filled readings into InfluxDB."""
+    def ingest_drain(self, count: int, **settings: Any) -> tuple[float, float]:
+        """msg/s of `iotgw-ingest` draining `count` pre-filled readings into InfluxDB.
+
+        Progress is read from the ingest's own Prometheus counter (written = InfluxDB answered
+        2xx), which costs far less than asking InfluxDB to count points over and over; the
+        final count comes from InfluxDB.
+        """
         self.fill(count)
         database = self.new_database()
-        process = self.start_ingest(database, **settings)
+        (port,) = free_ports(1)
+        process = self.start_ingest(database, metrics_port=port, **settings)
+        channel = self.channel()
         try:
-            while self.depth()[1] < 1:
+            while channel.queue_declare(TELEMETRY_QUEUE, passive=True).method.consumer_count < 1:
                 time.sleep(0.005)
+            cpu = cpu_seconds(process.pid)
             started = time.perf_counter()
-            while self.count(database) < count:
-                time.sleep(0.05)
+            with httpx.Client(timeout=10) as client:
+                while written_counter(client, port) < count:
+                    time.sleep(0.02)
             elapsed = time.perf_counter() - started
+            cpu = cpu_seconds(process.pid) - cpu
         finally:
+            channel.connection.close()
             self.stop_ingest(process)
         written = self.count(database)
         if written != count:
             raise RuntimeError(f"ingest wrote {written} points, expected {count}")
-        return count / elapsed
+        return count / elapsed, cpu / count * 1e6
 
     # ------------------------------------------------------------ latency
 
@@ -241,14 +254,19 @@ class Bench:
             sent = probes + sum(counts.get(timeout=120) for _ in loaders)
             for loader in loaders:
                 loader.join(60)
+            published_at = time.monotonic()
             deadline = time.monotonic() + 30
             while len(samples) < probes and time.monotonic() < deadline:
                 time.sleep(0.05)
             done.set()
             reader.join()
+            # Did it keep up? Time from the end of publishing until every reading is written.
             written = 0
-            while time.monotonic() < deadline and (written := self.count(database)) < sent:
+            while (
+                time.monotonic() < published_at + 120 and (written := self.count(database)) < sent
+            ):
                 time.sleep(0.2)
+            backlog_s = time.monotonic() - published_at
         finally:
             self.stop_ingest(process)
         # The first second is warm-up (connections, first batches).
@@ -258,6 +276,7 @@ class Bench:
             "achieved_rate_msg_s": round(sent / seconds),
             "published": sent,
             "written": written,
+            "all_written_s_after_publishing": round(backlog_s, 2),
             "probes": probes,
             "probes_seen": len(samples),
             "p50_ms": round(steady[len(steady) // 2] * 1000, 1),
@@ -282,6 +301,24 @@ class Bench:
                             samples.append((now_ns - point_ns) / 1e9)
                             watermark = max(watermark, point_ns)
                 time.sleep(POLL_S)
+
+
+def written_counter(client: httpx.Client, port: int) -> float:
+    """`iotgw_ingest_written_total` of the ingest serving metrics on `port` (0 until it answers)."""
+    try:
+        text = client.get(f"http://127.0.0.1:{port}/metrics").text
+    except httpx.HTTPError:
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith("iotgw_ingest_written_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _mqtt_client(host: str, port: int, username: str, password: str, name: str) -> mqtt.Client:
@@ -340,7 +377,7 @@ def main() -> None:
     """Start the services, measure, print JSON, ratios last."""
     base = Path(tempfile.mkdtemp(prefix="iotgw-bench-"))
     base.chmod(0o755)
-    amqp, mqtt_port, mgmt, dist, epmd, http, rpc = free_ports(7)
+    amqp, mqtt_port, mgmt, dist, epmd = free_ports(5)
     rabbit = RabbitNode(
         base / "rabbitmq",
         RabbitEndpoints(
@@ -352,9 +389,11 @@ def main() -> None:
             node_name=f"iotgw-bench-{amqp}@localhost",
         ),
     )
-    influx = InfluxNode(base / "influxdb", http, rpc)
+    influx = InfluxNode(base / "influxdb", 0, 0)
     try:
         rabbit.start()
+        # Ports picked only now: the node opens ports of its own while it starts.
+        influx.http_port, influx.rpc_port = free_ports(2)
         influx.start()
         rabbit.add_vhost(VHOST)
         channel = pika.BlockingConnection(
@@ -365,10 +404,18 @@ def main() -> None:
         bench = Bench(rabbit, influx)
 
         # Other work shares this machine: interleave the runs and keep each one's best.
-        broker_runs, ingest_runs, database_runs = [], [], []
+        broker_runs: list[tuple[float, float]] = []
+        ingest_runs: list[tuple[float, float]] = []
+        database_runs: list[float] = []
         for round_ in range(ROUNDS):
             broker_runs.append(bench.bare_consumer(MESSAGES))
-            emit(figure="baseline_a_bare_consumer", round=round_, msg_s=round(broker_runs[-1]))
+            rate, cpu = broker_runs[-1]
+            emit(
+                figure="baseline_a_bare_consumer",
+                round=round_,
+                msg_s=round(rate),
+                cpu_us_per_msg=round(cpu, 1),
+            )
             database_runs.append(bench.raw_writes(MESSAGES))
             emit(
                 figure="baseline_b_raw_5000_line_posts",
@@ -376,20 +423,30 @@ def main() -> None:
                 points_s=round(database_runs[-1]),
             )
             ingest_runs.append(bench.ingest_drain(MESSAGES))
-            emit(figure="ingest_drain", round=round_, msg_s=round(ingest_runs[-1]))
-        broker_limit, database_limit, ingest = (
-            max(broker_runs),
-            max(database_runs),
-            max(ingest_runs),
-        )
+            rate, cpu = ingest_runs[-1]
+            emit(
+                figure="ingest_drain", round=round_, msg_s=round(rate), cpu_us_per_msg=round(cpu, 1)
+            )
+        broker_limit = max(rate for rate, _ in broker_runs)
+        ingest = max(rate for rate, _ in ingest_runs)
+        database_limit = max(database_runs)
+        # CPU per message is far less sensitive to other load than a rate is.
+        broker_cpu = min(cpu for _, cpu in broker_runs)
+        ingest_cpu = min(cpu for _, cpu in ingest_runs)
         sweep = {}
         for size in SWEEP:
             prefetch = min(65_535, 4 * size)
-            rate = bench.ingest_drain(
+            rate, cpu = bench.ingest_drain(
                 MESSAGES // 2, ingest_batch_size=size, ingest_prefetch=prefetch
             )
             sweep[size] = round(rate)
-            emit(figure="batch_size_sweep", batch_size=size, prefetch=prefetch, msg_s=round(rate))
+            emit(
+                figure="batch_size_sweep",
+                batch_size=size,
+                prefetch=prefetch,
+                msg_s=round(rate),
+                cpu_us_per_msg=round(cpu, 1),
+            )
         latency = bench.latency(ingest / 2, LATENCY_SECONDS)
         emit(figure="latency_at_half_max_rate", **latency)
         limit = min(broker_limit, database_limit)
@@ -398,6 +455,8 @@ def main() -> None:
             ingest_msg_s=round(ingest),
             broker_limit_msg_s=round(broker_limit),
             database_limit_points_s=round(database_limit),
+            cpu_us_per_msg_ingest=round(ingest_cpu, 1),
+            cpu_us_per_msg_bare_consumer=round(broker_cpu, 1),
             best_sweep_batch_size=max(sweep, key=lambda k: sweep[k]),
             latency_p50_ms=latency["p50_ms"],
             latency_p99_ms=latency["p99_ms"],

@@ -188,6 +188,16 @@ class IngestConsumer:
         if batch.newest_ns:
             self.metrics.lag_seconds.set(max(0.0, time.time() - batch.newest_ns / 1e9))
         if batch.received:
+            log.debug(
+                "batch written",
+                extra={
+                    "received": batch.received,
+                    "written": written,
+                    "dead_lettered": len(dead),
+                    "write_ms": round(outcome.write_s * 1000, 1),
+                    "requests": outcome.requests,
+                },
+            )
             self._health_lines.append(
                 self.health.flush(
                     received=batch.received,
