@@ -22,8 +22,10 @@ def progress_bar(total_s: float) -> Progress:
 
 
 def table(t: Totals, title: str = "fleet") -> Table:
-    """The counters as a two-row table."""
+    """The counters, one per row (fits a narrow terminal)."""
     grid = Table(title=title, expand=False)
+    grid.add_column("counter")
+    grid.add_column("value", justify="right")
     columns = {
         "modules": t.modules,
         "connected": t.connected,
@@ -36,9 +38,8 @@ def table(t: Totals, title: str = "fleet") -> Table:
         "extra (faults)": t.extra_sent,
         "rate ack/s": f"{t.rate_acked_per_s:,.0f}",
     }
-    for name in columns:
-        grid.add_column(name, justify="right")
-    grid.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in columns.values()))
+    for name, value in columns.items():
+        grid.add_row(name, f"{value:,}" if isinstance(value, int) else str(value))
     return grid
 
 
