@@ -201,6 +201,7 @@ def test_injection_attempts_are_dead_lettered_and_nothing_is_applied(
             break
         assert key == "provisioning.acme.failed"
         assert data_of(status).reason
+        assert data_of(status).order_id  # the api matches the failure to its order
     assert seen.count("provisioning.acme.failed") == 3
     assert sorted(p.name for p in Path(settings.manifests_dir).iterdir()) == ["zeta"]
     assert users_of(topology_broker) == ["zeta.dev-1"]

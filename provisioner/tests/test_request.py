@@ -58,6 +58,7 @@ def test_bad_products_are_refused_with_a_reply_to_the_client(purchase: Any, prod
     assert reply is not None
     assert reply.client == "acme"
     assert reply.trace_id == env.trace_id
+    assert refused.value.order_id == (env.data or {})["order_id"]
 
 
 @pytest.mark.parametrize("client", ["kube-system", "default", "iotgw", "kube-anything"])

@@ -82,7 +82,14 @@ class PurchaseHandler:
             self._dead_letter(delivery, exc.reason)
             if exc.reply is not None:
                 self._finish(
-                    delivery, exc.reply, None, ProvisioningOutcome.FAILED, exc.reason, [], started
+                    delivery,
+                    exc.reply,
+                    None,
+                    ProvisioningOutcome.FAILED,
+                    exc.reason,
+                    [],
+                    started,
+                    refused_order_id=exc.order_id,
                 )
             delivery.channel.basic_ack(delivery.method.delivery_tag)
             return
@@ -158,10 +165,11 @@ class PurchaseHandler:
         reason: str | None,
         applied: list[str],
         started: float,
+        refused_order_id: str | None = None,
     ) -> None:
         """Publish the status (the channel waits for the broker's confirm), then record it."""
         data = ProvisioningData(
-            order_id=request.order_id if request is not None else None,
+            order_id=request.order_id if request is not None else refused_order_id,
             reason=reason[:2000] if reason else None,
             applied=applied,
         )

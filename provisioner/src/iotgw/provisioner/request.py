@@ -22,6 +22,7 @@ from iotgw.contracts.payloads import DeviceCredential, PurchaseData
 from iotgw.contracts.topics import PurchaseAction, PurchaseTopic, TopicError
 from iotgw.provisioner.catalog import Catalog
 
+ORDER_ID_MAX = 64
 HASH_BYTES = 36  # RabbitMQ sha256: 4 bytes of salt + 32 bytes of digest
 RESERVED_PREFIXES = ("kube-", "openshift-")
 RESERVED_NAMES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
@@ -68,10 +69,11 @@ class PurchaseRequest:
 class InvalidPurchaseError(Exception):
     """Refused input: dead-letter it; publish `failed` on `reply` when there is one."""
 
-    def __init__(self, reason: str, reply: Envelope | None) -> None:
+    def __init__(self, reason: str, reply: Envelope | None, order_id: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.reply = reply
+        self.order_id = order_id
 
 
 def parse_purchase(
@@ -87,10 +89,12 @@ def parse_purchase(
     try:
         envelope = Envelope.from_json(body)
     except ValidationError as exc:
-        raise InvalidPurchaseError(describe_error(exc), _fallback_reply(topic.client, raw)) from exc
+        reply = _fallback_reply(topic.client, raw)
+        raise InvalidPurchaseError(describe_error(exc), reply, _order_id(raw)) from exc
 
     def refuse(reason: str) -> InvalidPurchaseError:
-        return InvalidPurchaseError(reason, envelope if envelope.client == topic.client else None)
+        reply = envelope if envelope.client == topic.client else None
+        return InvalidPurchaseError(reason, reply, _order_id({"Data": envelope.data}))
 
     if envelope.client != topic.client:
         raise refuse(f"routing key client {topic.client!r} differs from client {envelope.client!r}")
@@ -127,6 +131,13 @@ def _json_object(body: bytes) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError):
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def _order_id(raw: dict[str, Any]) -> str | None:
+    """`Data.order_id` of a refused purchase when it is a plausible id, so the api can match it."""
+    data = raw.get("Data")
+    order = data.get("order_id") if isinstance(data, dict) else None
+    return order if isinstance(order, str) and 0 < len(order) <= ORDER_ID_MAX else None
 
 
 def _is_rabbit_hash(value: str) -> bool:
