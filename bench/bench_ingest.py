@@ -205,7 +205,7 @@ class Bench:
             started = time.perf_counter()
             with httpx.Client(timeout=10) as client:
                 while written_counter(client, port) < count:
-                    time.sleep(0.02)
+                    time.sleep(0.05)
             elapsed = time.perf_counter() - started
             cpu = cpu_seconds(process.pid) - cpu
         finally:
