@@ -468,3 +468,45 @@ def test_the_iotgw_presence_process_applies_status_and_stops_on_sigterm(
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert any(line["msg"] == "presence started" for line in lines)
     assert password not in out
+
+
+def test_a_config_is_acked_only_after_puback_and_survives_an_mqtt_outage(
+    registry: Registry,
+    presence: Presence,
+    topology_broker: Broker,
+    service_identity: tuple[str, str],
+) -> None:
+    """The service's MQTT connection drops and cannot come back for a while (its password was
+    changed): the config request is not acked and nothing is retained; once the password is
+    restored, paho reconnects and the same request is delivered and retained."""
+    device = registry.devices[0]
+    node = topology_broker.node
+    user, password = service_identity[0].split(":", 1)[1], service_identity[1]
+    node.add_user(user, "not-the-password-any-more")
+    sock = presence.mqtt.client.socket()
+    assert isinstance(sock, socket.socket)
+    sock.shutdown(socket.SHUT_RDWR)
+    wait_for(lambda: not presence.mqtt.connected.is_set(), what="service MQTT down")
+    with registry.sessions.begin() as session:
+        config = repo.set_desired_config(session, CLIENT, device, 0, {"sampling_interval_s": 3.0})
+    topology_broker.channel().basic_publish(
+        TOPIC_EXCHANGE, f"config.{CLIENT}.{device}.desired", config.to_json()
+    )
+
+    def paused() -> float:
+        value = presence.metrics.registry.get_sample_value(
+            "iotgw_presence_pauses_total", {"queue": CONFIG_QUEUE, "dependency": "mqtt"}
+        )
+        return value or 0.0
+
+    wait_for(lambda: paused() >= 2, what="delivery paused on MQTT")
+    assert _count(presence, CONFIG_QUEUE, "current") == 0
+    with pytest.raises(queue.Empty):
+        _retained(topology_broker, _topic(device, DeviceKind.CONFIG), timeout=1)
+
+    node.add_user(user, password)
+    wait_for(lambda: _count(presence, CONFIG_QUEUE, "current") == 1, timeout=40, what="delivery")
+    delivered = DesiredConfig.model_validate_json(
+        _retained(topology_broker, _topic(device, DeviceKind.CONFIG))
+    )
+    assert delivered == config

@@ -71,7 +71,7 @@ class PresenceConsumer(AmqpWorker):
             self.dead_letter(channel, queue, method, properties, body, routing_key, str(exc))
             return
         except SQLAlchemyError as exc:
-            self.requeue_after_pause(channel, method, f"database: {exc}")
+            self.requeue_after_pause(channel, queue, method, f"database: {exc}")
             return
         self.succeeded()
         if outcome is Outcome.UNKNOWN_DEVICE:

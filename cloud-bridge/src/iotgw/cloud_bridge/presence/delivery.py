@@ -90,7 +90,7 @@ class ConfigDelivery(AmqpWorker):
             with self.sessions() as session:
                 fresh = freshness(session, message)
         except SQLAlchemyError as exc:
-            self.requeue_after_pause(channel, method, f"database: {exc}")
+            self.requeue_after_pause(channel, queue, method, f"database: {exc}")
             return
         if fresh is Freshness.UNKNOWN_DEVICE:
             reason = "unknown_device: not in the registry"
@@ -104,7 +104,7 @@ class ConfigDelivery(AmqpWorker):
                     self.settings.presence_puback_timeout_s,
                 )
             except MqttUnavailableError as exc:
-                self.requeue_after_pause(channel, method, f"mqtt: {exc}")
+                self.requeue_after_pause(channel, queue, method, f"mqtt: {exc}")
                 return
             self.metrics.puback_seconds.observe(seconds)
             log.info(

@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 
 class PresenceMetrics:
-    """Messages by queue and outcome, config deliveries and their PUBACK latency."""
+    """Messages by queue and outcome, dead letters, pauses, PUBACK latency."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -20,6 +20,12 @@ class PresenceMetrics:
             "iotgw_presence_dead_lettered",
             "Messages dead-lettered, by queue and reason category",
             ["queue", "reason"],
+            registry=self.registry,
+        )
+        self.pauses = Counter(
+            "iotgw_presence_pauses",
+            "Deliveries handed back because a dependency was down, by dependency",
+            ["queue", "dependency"],
             registry=self.registry,
         )
         self.puback_seconds = Histogram(

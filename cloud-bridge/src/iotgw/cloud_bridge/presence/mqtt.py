@@ -19,6 +19,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 log = logging.getLogger(__name__)
 
 KEEPALIVE_S = 30
+PUBACK_SLICE_S = 0.1
 
 
 class MqttUnavailableError(RuntimeError):
@@ -62,13 +63,18 @@ class ServiceMqtt:
         if not self.connected.is_set():
             raise MqttUnavailableError("not connected to the MQTT broker")
         started = time.monotonic()
+        deadline = started + timeout
         info = self.client.publish(topic, payload, qos=1, retain=True)
         try:
-            info.wait_for_publish(timeout)
+            # In slices, so a dropped connection fails the publish at once, not at the deadline.
+            while not info.is_published():
+                if not self.connected.is_set():
+                    raise MqttUnavailableError("connection lost before PUBACK")
+                if time.monotonic() >= deadline:
+                    raise MqttUnavailableError(f"no PUBACK within {timeout:.1f} s")
+                info.wait_for_publish(PUBACK_SLICE_S)
         except (ValueError, RuntimeError) as exc:
             raise MqttUnavailableError(str(exc)) from exc
-        if not info.is_published():
-            raise MqttUnavailableError(f"no PUBACK within {timeout:.1f} s")
         return time.monotonic() - started
 
     def _on_connect(

@@ -111,8 +111,14 @@ class AmqpWorker:
             extra={"queue": queue.name, "routing_key": routing_key, "reason": reason},
         )
 
-    def requeue_after_pause(self, channel: BlockingChannel, method: Any, why: str) -> None:
-        """A dependency is down: wait (growing delays), then hand the delivery back unacked."""
+    def requeue_after_pause(
+        self, channel: BlockingChannel, queue: WorkQueue, method: Any, why: str
+    ) -> None:
+        """A dependency is down: wait (growing delays), then hand the delivery back unacked.
+
+        `why` starts with the dependency's name (`database: ...`, `mqtt: ...`).
+        """
+        self.metrics.pauses.labels(queue.name, why.split(":", 1)[0]).inc()
         log.warning("dependency unavailable, pausing", extra={"error": why, "delay": self._backoff})
         self._stop.wait(self._backoff)
         self._backoff = min(self._backoff * 2, self.settings.presence_retry_max_s)
