@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -319,13 +322,87 @@ def test_retained_config_applied_and_invalid_one_refused(
     assert agent.db("SELECT applied_config FROM devices")[0].find('"version": 3') >= 0
 
 
+class TcpProxy:
+    """A TCP forwarder between the agent and the broker whose connections the test can cut.
+
+    RabbitMQ 3.10 does not close MQTT connections through the management API, so the network
+    is cut here: both sockets are shut down, as a dropped link would do.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.links: list[socket.socket] = []
+        self.accepted = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self.links += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+            self.accepted.set()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        """Break every current connection (new ones are accepted again)."""
+        self.accepted.clear()
+        links, self.links = self.links, []
+        for sock in links:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        """Stop accepting and cut what is open."""
+        self.listener.close()
+        self.cut()
+
+
 def test_cut_connection_gives_offline_then_online_with_newer_epoch(
+    topology_broker: Broker, agent: Any, consume: Consume, wait: Wait
+) -> None:
+    proxy = TcpProxy(topology_broker.mqtt_port)
+    try:
+        agent.start(mqtt_port=proxy.port)
+        first = consume(STATUS_QUEUE, lambda b: any(s["state"] == "online" for s in b))[-1]
+        proxy.cut()
+        # The broker publishes the Will of the dead connection; the same agent process
+        # reconnects (backoff) and announces a newer epoch.
+        statuses = consume(
+            STATUS_QUEUE,
+            lambda b: (
+                any(s["state"] == "offline" for s in b) and any(s["state"] == "online" for s in b)
+            ),
+        )
+        offline = next(s for s in statuses if s["state"] == "offline")
+        back = next(s for s in statuses if s["state"] == "online")
+        assert offline["epoch"] == first["epoch"]
+        assert back["epoch"] > first["epoch"]
+        assert agent.proc.poll() is None  # same process: it reconnected by itself
+    finally:
+        proxy.close()
+
+
+def test_power_loss_gives_offline_then_online_with_newer_epoch(
     topology_broker: Broker, agent: Any, consume: Consume
 ) -> None:
     agent.start()
     online = consume(STATUS_QUEUE, lambda b: any(s["state"] == "online" for s in b))[-1]
-    # The module loses power: its TCP connection dies without DISCONNECT. (RabbitMQ 3.10 does
-    # not close MQTT connections through the management API, so the process is killed.)
+    # The module loses power: its TCP connection dies without DISCONNECT.
     agent.kill9()
     offline = consume(STATUS_QUEUE, lambda b: any(s["state"] == "offline" for s in b))[-1]
     assert offline["epoch"] == online["epoch"]
