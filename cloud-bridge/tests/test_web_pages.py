@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import httpx
@@ -9,6 +10,7 @@ import pytest
 
 from iotgw.cloud_bridge.api.auth import COOKIE
 from iotgw.cloud_bridge.api.testing import ApiServer, wait_for
+from iotgw.cloud_bridge.registry import repository as repo
 from iotgw.contracts.envelope import Envelope
 from iotgw.contracts.payloads import ProvisioningData
 from iotgw.contracts.topics import ProvisioningOutcome, provisioning_routing_key
@@ -122,9 +124,16 @@ def test_everything_shown_is_escaped(api: ApiServer, topology_broker: Broker) ->
             lambda: client.get(f"/v1/orders/{order['id']}").json()["status"] == "Failed",
             what="order failed",
         )
+    # A device's refusal reason is the device's own text: shown, escaped.
+    with api.sessions.begin() as session:
+        device = order["devices"][0]["id"]
+        repo.record_state(
+            session, "acme", device, 0, time.time(), rejected_version=1, reason=HOSTILE
+        )
     with _browser(api) as http:
         _sign_in(http, key)
         page = http.get("/portal").text
-    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page
+    assert page.count("&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;") == 2
+    assert "v1 refused: &lt;script&gt;" in page
     assert "<script>alert" not in page
     assert "<img src=x" not in page

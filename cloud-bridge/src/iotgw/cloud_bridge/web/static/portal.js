@@ -178,6 +178,12 @@ function deviceRow(d) {
   versions.className = "hint";
   versions.textContent = " v" + d.reported_version + " of v" + d.desired_version;
   config.append(sync, versions);
+  if (d.rejected_version) {
+    const refused = document.createElement("span");
+    refused.className = "reason";
+    refused.textContent = " v" + d.rejected_version + " refused: " + (d.rejected_reason || "");
+    config.append(refused);
+  }
   tr.append(cell(d.id, "mono"), cell(d.product), presence, cell(when(d.last_seen)), config);
   return tr;
 }
