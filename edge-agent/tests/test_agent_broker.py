@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import selectors
 import signal
 import socket
 import sqlite3
+import ssl
 import subprocess
 import sys
 import threading
@@ -326,41 +328,56 @@ class TcpProxy:
     """A TCP forwarder between the agent and the broker whose connections the test can cut.
 
     RabbitMQ 3.10 does not close MQTT connections through the management API, so the network
-    is cut here: both sockets are shut down, as a dropped link would do.
+    is cut here: both sockets are shut down, as a dropped link would do. With `tls`, the proxy
+    terminates TLS in front of the broker (as a load balancer would), to test the agent's TLS.
     """
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, tls: ssl.SSLContext | None = None) -> None:
         self.target_port = target_port
+        self.tls = tls
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self.listener.getsockname()[1])
         self.links: list[socket.socket] = []
-        self.accepted = threading.Event()
+        self.handshakes = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
         while True:
             try:
                 client, _ = self.listener.accept()
+                if self.tls is not None:
+                    client = self.tls.wrap_socket(client, server_side=True)
+                    self.handshakes += 1
             except OSError:
-                return
+                if self.listener.fileno() == -1:
+                    return
+                continue  # a failed handshake: keep serving
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
             self.links += [client, upstream]
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
-            self.accepted.set()
+            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
 
     @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                dst.sendall(data)
-        for sock in (src, dst):
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        peer = {a: b, b: a}
+        with selectors.DefaultSelector() as sel, contextlib.suppress(OSError, ValueError):
+            sel.register(a, selectors.EVENT_READ)
+            sel.register(b, selectors.EVENT_READ)
+            while True:
+                for key, _ in sel.select():
+                    src: socket.socket = key.fileobj  # type: ignore[assignment]
+                    data = src.recv(65536)
+                    if not data:
+                        raise OSError("closed")
+                    # TLS may hold decrypted bytes that select() does not announce.
+                    while isinstance(src, ssl.SSLSocket) and src.pending():
+                        data += src.recv(src.pending())
+                    peer[src].sendall(data)
+        for sock in (a, b):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
     def cut(self) -> None:
         """Break every current connection (new ones are accepted again)."""
-        self.accepted.clear()
         links, self.links = self.links, []
         for sock in links:
             with contextlib.suppress(OSError):
@@ -409,3 +426,30 @@ def test_power_loss_gives_offline_then_online_with_newer_epoch(
     agent.start()
     back = consume(STATUS_QUEUE, lambda b: any(s["state"] == "online" for s in b))[-1]
     assert back["epoch"] > offline["epoch"]
+
+
+def test_tls_when_configured(
+    tmp_path: Path, topology_broker: Broker, agent: Any, wait: Wait
+) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    proxy = TcpProxy(topology_broker.mqtt_port, tls=context)
+    channel = topology_broker.channel()
+    try:
+        agent.start(mqtt_port=proxy.port, mqtt_tls="true", mqtt_ca_file=cert)
+        wait(
+            lambda: channel.queue_declare(TELEMETRY_QUEUE, passive=True).method.message_count >= 5,
+            30,
+            "readings over TLS",
+        )
+        assert proxy.handshakes >= 1
+    finally:
+        proxy.close()
