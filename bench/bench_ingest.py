@@ -7,8 +7,9 @@ measures, one after another on the same machine:
 - baseline B, the database's write limit: raw 5000-line POSTs to InfluxDB's /write;
 - `iotgw-ingest` (a child process, default settings) draining the same pre-filled queue;
 - a batch-size sweep of the ingest;
+- the MQTT plugin's QoS 1 ingress limit (publishers flat out, PUBACKs counted);
 - end-to-end latency, device timestamp -> readable in InfluxDB, with devices publishing over
-  MQTT (QoS 1) at half the ingest's measured maximum rate.
+  MQTT (QoS 1) at half the path's maximum rate, min(ingest drain, MQTT ingress).
 Prints one JSON object per figure and the ratio summary as the LAST line.
 Run: `.venv/bin/python bench/bench_ingest.py` (BENCH_MESSAGES sets the queue size).
 """
@@ -218,6 +219,31 @@ class Bench:
 
     # ------------------------------------------------------------ latency
 
+    def mqtt_ingress(self, per_process: int) -> float:
+        """msg/s the MQTT plugin PUBACKs from LOAD_PROCESSES publishers going flat out."""
+        ep = self.rabbit.endpoints
+        ctx = multiprocessing.get_context("spawn")
+        counts = ctx.Queue()
+        loaders = [
+            ctx.Process(
+                target=publish_load,
+                args=(ep.host, ep.mqtt_port, f"{VHOST}:{ep.username}", ep.password, n),
+                kwargs={"rate": 1e9, "seconds": 120, "counts": counts, "limit": per_process},
+            )
+            for n in range(LOAD_PROCESSES)
+        ]
+        for loader in loaders:
+            loader.start()
+        results = [counts.get(timeout=240) for _ in loaders]
+        for loader in loaders:
+            loader.join(60)
+        channel = self.channel()
+        channel.queue_purge(TELEMETRY_QUEUE)
+        channel.connection.close()
+        acked: int = sum(acked for acked, _ in results)
+        elapsed: float = max(elapsed for _, elapsed in results)
+        return acked / elapsed
+
     def latency(self, rate: float, seconds: float) -> dict[str, Any]:
         """p50/p99 ms from device timestamp to readable in InfluxDB, devices on MQTT QoS 1.
 
@@ -251,7 +277,9 @@ class Bench:
             probes = publish_probe(
                 ep.host, ep.mqtt_port, f"{VHOST}:{ep.username}", ep.password, seconds
             )
-            sent = probes + sum(counts.get(timeout=120) for _ in loaders)
+            results = [counts.get(timeout=180) for _ in loaders]
+            sent = probes + sum(acked for acked, _ in results)
+            publish_s = max(elapsed for _, elapsed in results)
             for loader in loaders:
                 loader.join(60)
             published_at = time.monotonic()
@@ -273,8 +301,8 @@ class Bench:
         steady = sorted(samples[PROBE_RATE:])
         return {
             "target_rate_msg_s": round(rate),
-            "achieved_rate_msg_s": round(sent / seconds),
-            "published": sent,
+            "achieved_rate_msg_s": round(sent / publish_s),
+            "pubacked": sent,
             "written": written,
             "all_written_s_after_publishing": round(backlog_s, 2),
             "probes": probes,
@@ -321,13 +349,32 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _mqtt_client(host: str, port: int, username: str, password: str, name: str) -> mqtt.Client:
+class _Acks:
+    """PUBACKs counted by paho's network thread."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def on_publish(self, *_args: Any) -> None:
+        self.count += 1
+
+    def wait(self, expected: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.count < expected and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
+def _mqtt_client(
+    host: str, port: int, username: str, password: str, name: str
+) -> tuple[mqtt.Client, _Acks]:
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=mqtt.MQTTv311)
     client.username_pw_set(username, password)
     client.max_inflight_messages_set(1000)
+    acks = _Acks()
+    client.on_publish = acks.on_publish
     client.connect(host, port)
     client.loop_start()
-    return client
+    return client, acks
 
 
 def publish_load(
@@ -340,37 +387,46 @@ def publish_load(
     rate: float,
     seconds: float,
     counts: Any,
+    limit: int | None = None,
 ) -> None:
-    """Child process: DEVICES devices' readings at `rate` msg/s over MQTT QoS 1."""
-    client = _mqtt_client(host, port, username, password, f"load-{worker}")
+    """Child process: DEVICES devices' readings at `rate` msg/s over MQTT QoS 1.
+
+    Stops after `seconds` or `limit` readings; puts (PUBACKed readings, seconds until the last
+    PUBACK) on `counts`.
+    """
+    client, acks = _mqtt_client(host, port, username, password, f"load-{worker}")
     sent = 0
     started = time.monotonic()
     last_ts = 0.0
-    while (now := time.monotonic()) - started < seconds:
-        due = int((now - started) * rate)
+    cap = limit if limit is not None else sys.maxsize
+    while (now := time.monotonic()) - started < seconds and sent < cap:
+        due = min(cap, int((now - started) * rate))
         while sent < due:
             last_ts = max(time.time(), last_ts + 1e-6)
             topic = f"devices/bench/w{worker}-{sent % DEVICES}/telemetry"
             client.publish(topic, reading(sent, last_ts), qos=1)
             sent += 1
         time.sleep(0.005)
+    acks.wait(sent, 120)
+    elapsed = time.monotonic() - started
     client.disconnect()
     client.loop_stop()
-    counts.put(sent)
+    counts.put((acks.count, elapsed))
 
 
 def publish_probe(host: str, port: int, username: str, password: str, seconds: float) -> int:
-    """PROBE_RATE readings/s from the probe device; returns how many."""
-    client = _mqtt_client(host, port, username, password, "probe")
+    """PROBE_RATE readings/s from the probe device; returns how many were PUBACKed."""
+    client, acks = _mqtt_client(host, port, username, password, "probe")
     sent = 0
     started = time.monotonic()
     while time.monotonic() - started < seconds:
         client.publish(f"devices/bench/{PROBE}/telemetry", reading(sent, time.time()), qos=1)
         sent += 1
         time.sleep(1 / PROBE_RATE)
+    acks.wait(sent, 60)
     client.disconnect()
     client.loop_stop()
-    return sent
+    return acks.count
 
 
 def main() -> None:
@@ -447,7 +503,10 @@ def main() -> None:
                 msg_s=round(rate),
                 cpu_us_per_msg=round(cpu, 1),
             )
-        latency = bench.latency(ingest / 2, LATENCY_SECONDS)
+        # The end-to-end path is as fast as its slower part: the MQTT plugin or the ingest.
+        mqtt_limit = bench.mqtt_ingress(MESSAGES // (2 * LOAD_PROCESSES))
+        emit(figure="mqtt_ingress_qos1", msg_s=round(mqtt_limit))
+        latency = bench.latency(min(ingest, mqtt_limit) / 2, LATENCY_SECONDS)
         emit(figure="latency_at_half_max_rate", **latency)
         limit = min(broker_limit, database_limit)
         emit(
@@ -458,6 +517,8 @@ def main() -> None:
             cpu_us_per_msg_ingest=round(ingest_cpu, 1),
             cpu_us_per_msg_bare_consumer=round(broker_cpu, 1),
             best_sweep_batch_size=max(sweep, key=lambda k: sweep[k]),
+            mqtt_ingress_msg_s=round(mqtt_limit),
+            latency_rate_msg_s=latency["achieved_rate_msg_s"],
             latency_p50_ms=latency["p50_ms"],
             latency_p99_ms=latency["p99_ms"],
             goals={"ratio": 0.8, "p99_ms": 1000},
