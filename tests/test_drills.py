@@ -1,0 +1,216 @@
+"""Fault drills against the real local stack: break one thing, assert nothing acknowledged is lost
+and the platform recovers by itself, and record how long recovery took.
+
+The default run holds each fault for a few seconds; `--slow` runs the long versions. With
+IOTGW_DRILLS_RESULTS=path each drill adds its row to that JSON file, and
+`python -m iotgw.localstack.drills render path docs/fault-drills.md` writes the table.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from iotgw.localstack.drills import (
+    Coordinates,
+    DrillResult,
+    OrderBook,
+    OrderStream,
+    Platform,
+    TelemetryDrill,
+    create_client,
+    poll,
+    record,
+    running,
+)
+from iotgw.localstack.influxdb import InfluxNode
+from iotgw.localstack.processes import free_ports
+from iotgw.localstack.pytest_plugin import Broker, InfluxDatabase
+
+SHORT_OUTAGE_S = 3.0
+LONG_OUTAGE_S = 90.0
+SIM_MODULES = 20
+SIM_RATE_HZ = 5.0
+CLIENT = "drill"
+
+
+@pytest.fixture
+def where(topology_broker: Broker, influx_db: InfluxDatabase, tmp_path: Path) -> Coordinates:
+    """The drill's vhost, InfluxDB database, SQLite registry and api port."""
+    (api_port,) = free_ports(1)
+    return Coordinates(
+        rabbit=topology_broker.node,
+        vhost=topology_broker.vhost,
+        influx=influx_db.node,
+        influx_database=influx_db.name,
+        database_url=f"sqlite:///{tmp_path / 'registry.db'}",
+        work_dir=tmp_path,
+        api_port=api_port,
+    )
+
+
+@pytest.fixture
+def telemetry(where: Coordinates) -> Iterator[TelemetryDrill]:
+    """Ingest and the simulator running, readings flowing into InfluxDB."""
+    with running(where) as platform:
+        platform.start("ingest")
+        platform.wait_ready("ingest")
+        state = where.work_dir / "sim"
+        platform.start_sim(state, CLIENT, SIM_MODULES, SIM_RATE_HZ)
+        drill = TelemetryDrill(platform, state / "fleet.db", CLIENT)
+        drill.wait_flowing(SIM_MODULES * 5)
+        yield drill
+
+
+def _telemetry_drill(
+    drill: TelemetryDrill,
+    scenario: str,
+    fault: Callable[[], None],
+    lift: Callable[[], None],
+    outage_s: float,
+    note: str = "",
+) -> DrillResult:
+    """Break, hold for `outage_s`, lift, measure recovery, stop the modules, count."""
+    platform = drill.platform
+    fault()
+    time.sleep(outage_s)  # the outage itself: its length is the point of the drill
+    lift()
+    lifted = time.time()
+    recovery_s = drill.recovery(lifted)
+    assert platform.stop("sim") == 0, platform.log_tail("sim")
+    totals, stored, lost = drill.settle()
+    result = DrillResult(
+        scenario=scenario,
+        unit="readings",
+        sent=totals.issued,
+        acknowledged=totals.acknowledged,
+        stored=stored,
+        lost=lost,
+        recovery_s=round(recovery_s, 1),
+        outage_s=outage_s,
+        note=note,
+    )
+    record(result)
+    assert totals.buffered == 0, "the modules did not deliver their buffers"
+    assert totals.dropped == 0
+    assert lost == 0, f"{lost} acknowledged readings are not in InfluxDB"
+    assert stored == totals.acknowledged
+    assert drill.points() == stored, "a seq was stored twice with different times"
+    return result
+
+
+def _kill(platform: Platform, name: str) -> Callable[[], None]:
+    return lambda: platform.sup.kill(name)
+
+
+def _restart(platform: Platform, name: str) -> Callable[[], None]:
+    def restart() -> None:
+        platform.sup.restart(name)
+
+    return restart
+
+
+@pytest.mark.parametrize("name", ["ingest", "sim"])
+def test_kill_9_telemetry_process(telemetry: TelemetryDrill, name: str) -> None:
+    """kill -9 of ingest or the simulator mid-stream: restarted, nothing acknowledged lost."""
+    p = telemetry.platform
+    _telemetry_drill(
+        telemetry,
+        f"kill -9 {'simulator' if name == 'sim' else name}",
+        _kill(p, name),
+        _restart(p, name),
+        SHORT_OUTAGE_S,
+    )
+
+
+def _rabbit_restart(telemetry: TelemetryDrill, outage_s: float, scenario: str) -> None:
+    rabbit = telemetry.platform.where.rabbit
+    _telemetry_drill(
+        telemetry,
+        scenario,
+        rabbit.stop_app,
+        rabbit.start_app,
+        outage_s,
+        note="stop_app/start_app: every connection drops",
+    )
+
+
+def test_rabbitmq_restart(telemetry: TelemetryDrill) -> None:
+    """The broker stops and starts again: modules and ingest reconnect by themselves."""
+    _rabbit_restart(telemetry, SHORT_OUTAGE_S, "RabbitMQ restarted")
+
+
+@pytest.mark.slow
+def test_rabbitmq_restart_long(telemetry: TelemetryDrill) -> None:
+    """The broker away for minutes."""
+    _rabbit_restart(telemetry, LONG_OUTAGE_S, "RabbitMQ restarted (long)")
+
+
+def _influx_restart(telemetry: TelemetryDrill, outage_s: float, scenario: str) -> None:
+    influx: InfluxNode = telemetry.platform.where.influx
+    _telemetry_drill(
+        telemetry,
+        scenario,
+        influx.stop,
+        influx.start,
+        outage_s,
+        note="ingest retries, the backlog waits in q.telemetry",
+    )
+
+
+def test_influxdb_restart(telemetry: TelemetryDrill) -> None:
+    """InfluxDB stops and starts: ingest holds the backlog unacked and writes it afterwards."""
+    _influx_restart(telemetry, SHORT_OUTAGE_S, "InfluxDB restarted")
+
+
+@pytest.mark.slow
+def test_influxdb_restart_long(telemetry: TelemetryDrill) -> None:
+    """InfluxDB away for minutes."""
+    _influx_restart(telemetry, LONG_OUTAGE_S, "InfluxDB restarted (long)")
+
+
+@pytest.mark.parametrize("name", ["api", "provisioner"])
+def test_kill_9_order_process(where: Coordinates, name: str) -> None:
+    """kill -9 of the api or the provisioner while orders stream in: every accepted order
+    still reaches Ready, the customer's retries (same Idempotency-Key) never double one."""
+    with running(where) as platform:
+        platform.start("api", "provisioner")
+        platform.wait_ready("api", "provisioner")
+        book = OrderBook(where.api, create_client(where.api, where.operator_key, CLIENT))
+        stream = OrderStream(book)
+        stream.start()
+        poll(lambda: book.ready() >= 3, 60, "orders flowing")
+        platform.sup.kill(name)
+        time.sleep(SHORT_OUTAGE_S)  # the outage itself
+        platform.sup.restart(name)
+        lifted = time.time()
+        recovery_s = stream.recovery(lifted)
+        stream.stop()
+        poll(book.all_ready, 60, "every accepted order Ready")
+        ready = book.ready()
+        result = DrillResult(
+            scenario=f"kill -9 {name}",
+            unit="orders",
+            sent=book.attempted,
+            acknowledged=len(book.accepted),
+            stored=ready,
+            lost=len(book.accepted) - ready,
+            recovery_s=round(recovery_s, 1),
+            outage_s=SHORT_OUTAGE_S,
+            note="acknowledged = accepted by the api, stored = Ready",
+        )
+        record(result)
+        assert result.lost == 0
+        assert book.attempted == len(book.accepted), "an intended order was never accepted"
+        assert len(_orders(where.api, book.key)) == len(book.accepted), "an order was doubled"
+
+
+def _orders(api: str, key: str) -> list[dict[str, object]]:
+    response = httpx.get(api + "/v1/orders", headers={"Authorization": f"Bearer {key}"})
+    response.raise_for_status()
+    orders: list[dict[str, object]] = response.json()
+    return orders
