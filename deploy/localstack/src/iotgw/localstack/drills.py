@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -31,6 +32,7 @@ from typing import Any
 import httpx
 
 from iotgw.contracts import measurements
+from iotgw.contracts.credentials import device_username
 from iotgw.localstack.influxdb import InfluxNode
 from iotgw.localstack.processes import StackError
 from iotgw.localstack.rabbitmq import RabbitNode
@@ -329,6 +331,27 @@ class Platform:
             self.env,
         )
 
+    def start_agent(
+        self,
+        name: str,
+        agent: AgentIdentity,
+        state_dir: Path,
+        settings: Mapping[str, str],
+        prefix: tuple[str, ...] = (),
+    ) -> None:
+        """`iotgw-agent` for one module (after `prefix`, e.g. `ip netns exec NS`)."""
+        env = {
+            **self.env,
+            "IOTGW_CLIENT": agent.client,
+            "IOTGW_DEVICE": agent.device,
+            "IOTGW_MQTT_PASSWORD": agent.password,
+            "IOTGW_STATE_DIR": str(state_dir),
+            **settings,
+        }
+        if self.where.vhost != "/":
+            env["IOTGW_MQTT_VHOST"] = self.where.vhost
+        self.sup.start(name, [*prefix, program("iotgw-agent")], env)
+
     def stop(self, name: str, timeout: float = 120) -> int:
         """SIGTERM `name` and wait for its own clean exit (the simulator drains first)."""
         proc = self.sup.processes[name].proc
@@ -346,6 +369,31 @@ class Platform:
     def close(self) -> None:
         """Stop everything still running."""
         self.sup.stop_all()
+
+
+@dataclass(frozen=True)
+class AgentIdentity:
+    """One module run by `iotgw-agent`."""
+
+    client: str
+    device: str
+    password: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+def add_device_user(rabbit: RabbitNode, vhost: str, agent: AgentIdentity) -> None:
+    """The module's broker user, as the provisioner would create it (full rights on the vhost:
+    the drill tests delivery, not permissions)."""
+    user = device_username(agent.client, agent.device)
+    rabbit.add_user(user, agent.password)
+    rabbit.set_permissions(user, vhost, ".*", ".*", ".*")
+
+
+def delete_device_user(rabbit: RabbitNode, agent: AgentIdentity) -> None:
+    """Remove the module's broker user: the broker closes its connection and refuses new ones."""
+    user = urllib.parse.quote(device_username(agent.client, agent.device), safe="")
+    response = rabbit.api("DELETE", f"/api/users/{user}")
+    if response.status_code >= 300:
+        raise StackError(f"delete user {user}: {response.status_code} {response.text}")
 
 
 def _http_ok(url: str) -> bool:

@@ -48,6 +48,9 @@ class RabbitEndpoints:
     host: str = "127.0.0.1"
     username: str = ADMIN_USER
     password: str = ADMIN_PASSWORD
+    # More addresses the MQTT listener binds too, on the same port (a test host's veth
+    # address in a network namespace the test made); empty for every other use.
+    mqtt_extra_hosts: tuple[str, ...] = ()
 
     def amqp_url(self, vhost: str = "/") -> str:
         """AMQP URL for pika, with the admin credentials."""
@@ -122,6 +125,10 @@ class RabbitNode:
                 [
                     f"listeners.tcp.default = {ep.host}:{ep.amqp_port}",
                     f"mqtt.listeners.tcp.default = {ep.host}:{ep.mqtt_port}",
+                    *(
+                        f"mqtt.listeners.tcp.extra{i} = {host}:{ep.mqtt_port}"
+                        for i, host in enumerate(ep.mqtt_extra_hosts)
+                    ),
                     "mqtt.allow_anonymous = false",
                     "mqtt.vhost = /",
                     "mqtt.exchange = amq.topic",
