@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import random
 import resource
 import shutil
 import signal
@@ -17,6 +18,11 @@ from pathlib import Path
 # The hard open-files limit on these machines is 20,000; a broker holding 10,000 MQTT
 # connections needs most of it.
 WANTED_NOFILE = 20_000
+# free_ports picks from [PORT_FLOOR, start of the ephemeral range), never these: the local
+# stack's defaults and the standard ports of services that may already run on the machine.
+PORT_FLOOR = 10_000
+DEFAULT_EPHEMERAL_LOW = 32_768
+RESERVED_PORTS = frozenset({15672, 15682, 25672, 25682, 27017})
 
 
 class StackError(RuntimeError):
@@ -42,17 +48,49 @@ def require_free(ports: Mapping[str, int]) -> None:
 
 
 def free_ports(count: int) -> list[int]:
-    """`count` distinct ports the kernel reports free right now on 127.0.0.1."""
+    """`count` distinct ports free right now on 127.0.0.1, below the kernel's ephemeral range.
+
+    Why not bind(0): it hands out ports from the ephemeral range, which every outgoing
+    connection on the machine draws from too (thousands of MQTT clients in load tests), so such a
+    port was often taken again before the service bound it (RabbitMQ then stops with
+    `eaddrinuse`). Ports below that range are only ever taken by an explicit bind.
+    """
+    rng = random.SystemRandom()
+    high = _ephemeral_low()
+    chosen: list[int] = []
     socks = []
     try:
-        for _ in range(count):
+        for _ in range(count * 200):
+            if len(chosen) == count:
+                break
+            port = rng.randrange(PORT_FLOOR, high)
+            if port in chosen or port in RESERVED_PORTS:
+                continue
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                sock.close()
+                continue
+            socks.append(sock)
+            chosen.append(port)
+        while len(chosen) < count:  # a crowded range: fall back to the kernel's choice
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.bind(("127.0.0.1", 0))
             socks.append(sock)
-        return [s.getsockname()[1] for s in socks]
+            chosen.append(sock.getsockname()[1])
+        return chosen
     finally:
         for sock in socks:
             sock.close()
+
+
+def _ephemeral_low() -> int:
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return DEFAULT_EPHEMERAL_LOW
+    return low if low > PORT_FLOOR + 1000 else DEFAULT_EPHEMERAL_LOW
 
 
 def tcp_open(port: int, host: str = "127.0.0.1") -> bool:
