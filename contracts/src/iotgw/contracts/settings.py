@@ -55,6 +55,9 @@ def load_settings(cls: type[S], **overrides: Any) -> S:
         prefix = str(cls.model_config.get("env_prefix", ""))
         problems = []
         for err in exc.errors(include_url=False):
-            field = str(err["loc"][0]) if err["loc"] else "?"
-            problems.append(f"{prefix}{field.upper()}: {err['msg']}")
+            if err["loc"]:
+                problems.append(f"{prefix}{str(err['loc'][0]).upper()}: {err['msg']}")
+            else:
+                # A check across settings names its variables in its own message.
+                problems.append(str(err["msg"]).removeprefix("Value error, "))
         raise SettingsError("invalid setting: " + "; ".join(problems)) from exc

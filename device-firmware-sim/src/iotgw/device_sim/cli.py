@@ -19,7 +19,7 @@ from iotgw.contracts.jsonlog import configure_logging
 from iotgw.contracts.settings import load_settings
 from iotgw.device_sim.faults import FaultPlan
 from iotgw.device_sim.fleet import Fleet, FleetConfig
-from iotgw.device_sim.identities import fleet, provision
+from iotgw.device_sim.identities import fleet, load_credentials, provision
 from iotgw.device_sim.settings import SimSettings
 from iotgw.device_sim.view import live, progress_bar, table
 from iotgw.edge_agent.metrics import serve_metrics
@@ -40,6 +40,7 @@ FLAGS: dict[str, tuple[str, type]] = {
     "--connect-parallel": ("sim_connect_parallel", int),
     "--time-scale": ("sim_time_scale", float),
     "--drain-timeout": ("sim_drain_timeout_s", float),
+    "--credentials": ("sim_credentials", Path),
 }
 
 
@@ -70,8 +71,12 @@ def main(argv: list[str] | None = None) -> None:
     # Logs go to stderr: stdout carries the view or the JSON summary.
     configure_logging(settings.log_level, stream=sys.stderr)
     logging.getLogger("iotgw.edge_agent.session").setLevel(logging.WARNING)
-    identities = fleet(settings.sim_client, settings.sim_prefix, settings.sim_count)
-    secret = settings.sim_secret.get_secret_value()
+    passwords: dict[str, str] = {}
+    if settings.sim_credentials is not None:
+        identities, passwords = load_credentials(settings.sim_credentials)
+    else:
+        identities = fleet(settings.sim_client, settings.sim_prefix, settings.sim_count)
+    secret = settings.sim_secret.get_secret_value() if settings.sim_secret else ""
     if settings.sim_provision:
         provision(
             settings.rabbitmq_management_url,
@@ -89,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
             host=settings.mqtt_host,
             port=settings.mqtt_port,
             secret=secret,
+            passwords=passwords,
             state_dir=settings.sim_state_dir or Path(tmp),
             vhost=settings.sim_vhost,
             rate_hz=settings.sim_rate_hz,

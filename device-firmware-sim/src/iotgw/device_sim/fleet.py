@@ -13,6 +13,7 @@ import random
 import resource
 import sqlite3
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,8 @@ class FleetConfig:
     port: int
     secret: str
     state_dir: Path
+    # username -> secret for modules with issued credentials; the rest derive from `secret`.
+    passwords: Mapping[str, str] = field(default_factory=dict)
     vhost: str | None = None
     rate_hz: float = 1.0
     jitter: float = 0.1
@@ -122,7 +125,7 @@ class Fleet:
                     host=cfg.host,
                     port=cfg.port,
                     username=f"{cfg.vhost}:{user}" if cfg.vhost else user,
-                    password=module_password(cfg.secret, identity),
+                    password=cfg.passwords.get(user) or module_password(cfg.secret, identity),
                     keepalive_s=cfg.keepalive_s,
                     window=cfg.window,
                     backoff_min_s=1.0,

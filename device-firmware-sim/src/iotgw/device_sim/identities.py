@@ -13,10 +13,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
+from pathlib import Path
 
 import httpx
+from pydantic import BaseModel, ConfigDict, SecretStr, TypeAdapter
 
 from iotgw.contracts.credentials import HASHING_ALGORITHM, device_username, rabbit_password_hash
+from iotgw.contracts.names import DnsLabel
 from iotgw.edge_agent.device import DeviceIdentity
 
 
@@ -24,6 +28,30 @@ def fleet(client: str, prefix: str, count: int) -> list[DeviceIdentity]:
     """`count` identities `<prefix>-00001`... under `client`."""
     width = max(5, len(str(count)))
     return [DeviceIdentity(client, f"{prefix}-{i:0{width}d}") for i in range(1, count + 1)]
+
+
+class IssuedCredential(BaseModel):
+    """One module and the secret its purchase issued (the api shows it once)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    client: DnsLabel
+    device: DnsLabel
+    secret: SecretStr
+
+
+def load_credentials(path: Path) -> tuple[list[DeviceIdentity], dict[str, str]]:
+    """Read a JSON list of `{client, device, secret}`: the identities and username -> secret.
+
+    This is how purchased modules run in the simulator with the credentials the api issued
+    (their broker users were created by the provisioner, confined to their own topics).
+    """
+    issued = TypeAdapter(list[IssuedCredential]).validate_python(json.loads(path.read_text()))
+    identities = [DeviceIdentity(c.client, c.device) for c in issued]
+    passwords = {
+        i.username: c.secret.get_secret_value() for i, c in zip(identities, issued, strict=True)
+    }
+    return identities, passwords
 
 
 def module_password(secret: str, identity: DeviceIdentity) -> str:
