@@ -468,6 +468,71 @@ class TelemetryDrill:
         return tally(ledger), sum(stored.values()), lost_readings(ledger, stored)
 
 
+# --- a module behind its own network link ---------------------------------------------------------
+@dataclass(frozen=True)
+class NetnsLink:
+    """A network namespace joined to the host by a veth pair on 10.231.<n>.0/30: the host side
+    is .1 (the broker listens there), the module inside the namespace is .2."""
+
+    n: int
+
+    @property
+    def namespace(self) -> str:
+        """The namespace's name."""
+        return f"iotgw-drill-{self.n}"
+
+    @property
+    def host_if(self) -> str:
+        """The host side of the veth pair."""
+        return f"iotgwd{self.n}h"
+
+    @property
+    def module_if(self) -> str:
+        """The namespace side of the veth pair."""
+        return f"iotgwd{self.n}m"
+
+    @property
+    def host_addr(self) -> str:
+        """The broker's address as seen from the module."""
+        return f"10.231.{self.n}.1"
+
+    @property
+    def module_addr(self) -> str:
+        """The module's own address."""
+        return f"10.231.{self.n}.2"
+
+    @property
+    def exec_prefix(self) -> tuple[str, ...]:
+        """Argv prefix that runs a program inside the namespace."""
+        return ("ip", "netns", "exec", self.namespace)
+
+    def create(self) -> None:
+        """Namespace, veth pair, addresses, links up."""
+        ns = ("ip", "netns", "exec", self.namespace)
+        run_quiet(["ip", "netns", "add", self.namespace])
+        run_quiet(
+            ["ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.module_if]
+        )
+        run_quiet(["ip", "link", "set", self.module_if, "netns", self.namespace])
+        run_quiet(["ip", "addr", "add", f"{self.host_addr}/30", "dev", self.host_if])
+        run_quiet(["ip", "link", "set", self.host_if, "up"])
+        run_quiet([*ns, "ip", "addr", "add", f"{self.module_addr}/30", "dev", self.module_if])
+        run_quiet([*ns, "ip", "link", "set", self.module_if, "up"])
+        run_quiet([*ns, "ip", "link", "set", "lo", "up"])
+
+    def set_up(self, up: bool) -> None:
+        """Link up or down on the host side: while down, packets vanish (no RST, no FIN)."""
+        run_quiet(["ip", "link", "set", self.host_if, "up" if up else "down"])
+
+    def delete(self) -> None:
+        """Remove the veth pair and the namespace (harmless when already gone)."""
+        for argv in (
+            ["ip", "link", "del", self.host_if],
+            ["ip", "netns", "del", self.namespace],
+        ):
+            subprocess.run(argv, capture_output=True, timeout=30, check=False)
+
+
 # --- orders --------------------------------------------------------------------------------------
 ORDER = {
     "product": "Product-A",
