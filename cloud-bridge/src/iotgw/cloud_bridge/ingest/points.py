@@ -92,11 +92,12 @@ class PointBuilder:
         self.guard = guard
         self._series: dict[str, _Series] = {}
         self._max_cached = max_cached_series
+        self._metric_names: set[str] = set()
 
     def build(self, routing_key: str, body: bytes, now: float | None = None) -> Point:
         """Validate `body` against the contract for its routing key and render its point."""
         series = self._series_of(routing_key)
-        fast = fast_reading(body)
+        fast = fast_reading(body, self._metric_names)
         if fast is None:
             reading = parse_telemetry(body)
             ts, seq, metrics = reading.ts, reading.seq, reading.metrics
@@ -139,14 +140,18 @@ class PointBuilder:
 _KEYS = frozenset({"ts", "seq", "metrics"})
 _MAX_METRICS = 64
 _MAX_NAME = 64
+_MAX_KNOWN_NAMES = 10_000
 _MAX_INT_TS = 10**12  # whole seconds beyond year 33658: leave the oddity to Telemetry
 
 
-def fast_reading(body: bytes) -> tuple[float, int, dict[str, MetricValue]] | None:
+def fast_reading(
+    body: bytes, known_names: set[str] | None = None
+) -> tuple[float, int, dict[str, MetricValue]] | None:
     """(ts, seq, metrics) when `body` is a plain valid reading; None means "ask Telemetry".
 
     Accepts a subset of what `Telemetry` accepts, with the same values: exact JSON types only
     (no numeric strings, no 5.0 for an int), every constraint of the contract checked here.
+    `known_names` remembers metric names already found valid, so each is checked once.
     """
     try:
         data = json.loads(body)
@@ -154,7 +159,8 @@ def fast_reading(body: bytes) -> tuple[float, int, dict[str, MetricValue]] | Non
         return None
     if type(data) is dict and data.keys() == _KEYS:
         ts, seq, metrics = data["ts"], data["seq"], data["metrics"]
-        if _plain_ts(ts) and type(seq) is int and seq >= 0 and _plain_metrics(metrics):
+        known = set() if known_names is None else known_names
+        if _plain_ts(ts) and type(seq) is int and seq >= 0 and _plain_metrics(metrics, known):
             return float(ts), seq, metrics
     return None
 
@@ -165,7 +171,7 @@ def _plain_ts(ts: object) -> bool:
     return type(ts) is float and ts > 0 and math.isfinite(ts)
 
 
-def _plain_metrics(metrics: object) -> bool:
+def _plain_metrics(metrics: object, known: set[str]) -> bool:
     if type(metrics) is not dict or not 0 < len(metrics) <= _MAX_METRICS:
         return False
     for name, value in metrics.items():
@@ -175,10 +181,14 @@ def _plain_metrics(metrics: object) -> bool:
                 return False
         elif kind is not int and kind is not bool and kind is not str:
             return False
+        if name in known:
+            continue
         if not 0 < len(name) <= _MAX_NAME or not name.replace("_", "").isalnum():
             return False
         if name in RESERVED_FIELDS:
             return False
+        if len(known) < _MAX_KNOWN_NAMES:
+            known.add(name)
     return True
 
 
@@ -205,10 +215,13 @@ def render_fields(metrics: Mapping[str, float | int | bool | str]) -> str:
     """`name=value,...` in line protocol; metric names are letters, digits and '_' already."""
     parts = []
     for name, value in metrics.items():
-        if value is True or value is False:
+        kind = type(value)
+        if kind is float:  # the common case first
+            parts.append(f"{name}={value!r}")
+        elif kind is bool:
             parts.append(f"{name}={'true' if value else 'false'}")
-        elif isinstance(value, str):
-            parts.append(f"{name}={quote_string(value)}")
+        elif kind is str:
+            parts.append(f"{name}={quote_string(str(value))}")
         else:
             try:
                 number = float(value)
