@@ -8,9 +8,11 @@ IOTGW_DRILLS_RESULTS=path each drill adds its row to that JSON file, and
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,10 +32,14 @@ from iotgw.localstack.drills import (
     create_client,
     delete_device_user,
     poll,
+    queue_stats,
+    read_ledger,
     record,
+    registry_devices,
     running,
 )
 from iotgw.localstack.influxdb import InfluxNode
+from iotgw.localstack.postgres import PostgresNode
 from iotgw.localstack.processes import StackError, free_ports
 from iotgw.localstack.pytest_plugin import Broker, InfluxDatabase
 from iotgw.localstack.rabbitmq import RabbitEndpoints, RabbitNode
@@ -407,3 +413,102 @@ def test_agent_network_cut_minutes(
     _network_cut(
         netns_link, netns_rabbit, influx_db, tmp_path, 150.0, "agent network cut (minutes)"
     )
+
+
+def _registry_outage(
+    where: Coordinates, postgres: PostgresNode, outage_s: float, flaps: int, scenario: str
+) -> None:
+    """Modules come and go while the registry database is down; afterwards the registry shows
+    every module's latest connection (epoch, online) and every status event was consumed."""
+    with running(where) as platform:
+        platform.start("api", "provisioner", "presence")
+        platform.wait_ready("api", "provisioner", "presence")
+        book = OrderBook(where.api, create_client(where.api, where.operator_key, CLIENT))
+        order = book.created[book.place(quantity=3)]
+        poll(book.all_ready, 60, "the order Ready")
+        agents = [AgentIdentity(CLIENT, d["id"], d["secret"]) for d in order["devices"]]
+        settings = {**AGENT_SETTINGS, "IOTGW_SAMPLING_INTERVAL_S": "1"}
+        for agent in agents:
+            platform.start_agent(agent.device, agent, where.work_dir / agent.device, settings)
+
+        def ledger_epochs() -> dict[str, int]:
+            epochs = {}
+            for a in agents:
+                ledger = read_ledger(where.work_dir / a.device / "agent.db")
+                mine = ledger.get(f"{a.client}/{a.device}")
+                # Not started yet: an epoch no registry holds.
+                epochs[a.device] = mine.epoch if mine else -2
+            return epochs
+
+        def registry_matches() -> bool:
+            seen = registry_devices(where.api, book.key)
+            epochs = ledger_epochs()
+            return all(
+                d in seen and seen[d]["online"] and seen[d]["epoch"] == e for d, e in epochs.items()
+            )
+
+        poll(registry_matches, 60, "every module online in the registry")
+        postgres.stop()
+        # While the database is away each module crashes and comes back: a Last Will `offline`
+        # and a new `online` per flap, all of which presence must keep until it can commit them.
+        for _ in range(flaps):
+            for agent in agents:
+                platform.sup.kill(agent.device)
+                platform.sup.restart(agent.device)
+            time.sleep(outage_s / flaps)  # the outage itself
+        postgres.start()
+        lifted = time.monotonic()
+        poll(registry_matches, 120, "the registry caught up")
+        recovery_s = time.monotonic() - lifted
+
+        # At least: an `online` per start, a Last Will `offline` and an `online` per flap.
+        expected = len(agents) * (1 + 2 * flaps)
+
+        def consumed() -> bool:
+            stats = queue_stats(where.rabbit, where.vhost, "q.status")
+            return (
+                stats["publish"] >= expected
+                and stats["messages"] == 0
+                and stats["ack"] + stats["dead"] >= stats["publish"]
+            )
+
+        # Queue counters come from the management stats, refreshed every few seconds.
+        poll(consumed, 60, "q.status consumed")
+        stats = queue_stats(where.rabbit, where.vhost, "q.status")
+    result = DrillResult(
+        scenario=scenario,
+        unit="status events",
+        sent=stats["publish"],
+        acknowledged=stats["publish"],
+        stored=stats["ack"],
+        lost=stats["publish"] - stats["ack"],
+        recovery_s=round(recovery_s, 1),
+        outage_s=outage_s,
+        note=f"PostgreSQL stopped; {len(agents)} modules crashed and reconnected {flaps}x "
+        "meanwhile; registry epochs match the modules'",
+    )
+    record(result)
+    assert stats["dead"] == 0, "status events were dead-lettered"
+    assert result.lost == 0
+
+
+@pytest.fixture
+def pg_where(where: Coordinates, postgres: PostgresNode) -> Iterator[Coordinates]:
+    """The drill's coordinates with the registry on the session's PostgreSQL."""
+    name = f"drill_{uuid.uuid4().hex[:10]}"
+    postgres.create_database(name)
+    yield dataclasses.replace(where, database_url=postgres.url(name))
+    if postgres.pid() is None:
+        postgres.start()
+    postgres.drop_database(name)
+
+
+def test_registry_database_outage(pg_where: Coordinates, postgres: PostgresNode) -> None:
+    """PostgreSQL stopped while modules reconnect: presence retries, loses no status event."""
+    _registry_outage(pg_where, postgres, SHORT_OUTAGE_S + 2, 1, "registry database down")
+
+
+@pytest.mark.slow
+def test_registry_database_outage_long(pg_where: Coordinates, postgres: PostgresNode) -> None:
+    """PostgreSQL away for minutes while modules flap repeatedly."""
+    _registry_outage(pg_where, postgres, LONG_OUTAGE_S, 5, "registry database down (long)")

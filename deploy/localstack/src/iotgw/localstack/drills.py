@@ -564,9 +564,10 @@ class OrderBook:
     key: str
     attempted: int = 0
     accepted: dict[str, float] = field(default_factory=dict)  # order id -> accepted at (wall)
+    created: dict[str, dict[str, Any]] = field(default_factory=dict)  # order id -> first answer
 
-    def place(self, give_up_s: float = 60) -> str:
-        """Place one order; its id once accepted."""
+    def place(self, quantity: int = 1, give_up_s: float = 60) -> str:
+        """Place one order of `quantity` modules; its id once accepted."""
         self.attempted += 1
         idem = str(uuid.uuid4())
         deadline = time.monotonic() + give_up_s
@@ -574,13 +575,15 @@ class OrderBook:
             try:
                 response = httpx.post(
                     self.api + "/v1/orders",
-                    json=ORDER,
+                    json={**ORDER, "quantity": quantity},
                     headers={"Authorization": f"Bearer {self.key}", "Idempotency-Key": idem},
                     timeout=10,
                 )
                 if response.status_code < 300:
-                    order_id = str(response.json()["id"])
+                    body = response.json()
+                    order_id = str(body["id"])
                     self.accepted[order_id] = time.time()
+                    self.created.setdefault(order_id, body)
                     return order_id
             except httpx.HTTPError:
                 pass
@@ -653,6 +656,35 @@ class OrderStream:
 
         poll(recovered, timeout, "orders Ready again")
         return time.time() - lifted_at
+
+
+def registry_devices(api: str, key: str) -> dict[str, dict[str, Any]]:
+    """The registry's view of a client's devices by id ({} while the api cannot answer)."""
+    try:
+        response = httpx.get(
+            api + "/v1/devices",
+            headers={"Authorization": f"Bearer {key}"},
+            params={"limit": 1000},
+            timeout=10,
+        )
+    except httpx.HTTPError:
+        return {}
+    if response.status_code != 200:
+        return {}
+    return {str(d["id"]): d for d in response.json()}
+
+
+def queue_stats(rabbit: RabbitNode, vhost: str, queue: str) -> dict[str, int]:
+    """A queue's counters: messages routed to it (publish), acked, waiting, dead-lettered."""
+    info = rabbit.queue_info(vhost, queue)
+    stats = info.get("message_stats", {})
+    dead = rabbit.queue_info(vhost, f"{queue}.dead")
+    return {
+        "publish": int(stats.get("publish", 0)),
+        "ack": int(stats.get("ack", 0)),
+        "messages": int(info.get("messages", 0)),
+        "dead": int(dead.get("messages", 0)),
+    }
 
 
 # --- command line --------------------------------------------------------------------------------

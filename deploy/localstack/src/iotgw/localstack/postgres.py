@@ -72,29 +72,30 @@ class PostgresNode:
         return f"{driver}://{SUPERUSER}@{self.host}:{self.port}/{database}"
 
     def start(self, timeout: float = 60) -> None:
-        """initdb, start the server, and wait until it accepts connections."""
+        """initdb (skipped on a restart: the cluster exists), start, wait for connections."""
         require_free({"postgresql": self.port})
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.base_dir.chmod(0o755)
         (self.base_dir / "run").mkdir(exist_ok=True)
         chown_tree(self.base_dir, self.user)
-        init = run(
-            [
-                str(self.bin / "initdb"),
-                "-D",
-                str(self.data_dir),
-                "-U",
-                SUPERUSER,
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--no-sync",
-            ],
-            env={"LANG": "C.UTF-8", "PATH": "/usr/bin:/bin"},
-            user=self.user,
-            timeout=120,
-        )
-        if init.returncode != 0:
-            raise StackError(f"initdb failed: {init.stdout}{init.stderr}")
+        if not (self.data_dir / "PG_VERSION").is_file():
+            init = run(
+                [
+                    str(self.bin / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    SUPERUSER,
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-sync",
+                ],
+                env={"LANG": "C.UTF-8", "PATH": "/usr/bin:/bin"},
+                user=self.user,
+                timeout=120,
+            )
+            if init.returncode != 0:
+                raise StackError(f"initdb failed: {init.stdout}{init.stderr}")
         proc = spawn(
             [
                 str(self.bin / "postgres"),
