@@ -9,7 +9,7 @@ import sys
 
 from iotgw.contracts.settings import load_settings
 from iotgw.localstack import packages
-from iotgw.localstack.demo import run_demo
+from iotgw.localstack.demo import DemoOptions, run_demo
 from iotgw.localstack.processes import StackError
 from iotgw.localstack.stack import DEBIAN_PACKAGES, Stack, StackSettings
 
@@ -48,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     stack = sub.add_parser("stack", help="the local RabbitMQ (MQTT plugin) and InfluxDB")
     stack.add_argument("action", choices=["up", "down", "status"])
-    sub.add_parser("demo", help="stack up, simulated modules, telemetry, a purchase")
+    demo = sub.add_parser("demo", help="stack up, a purchase provisioned, modules' telemetry")
+    demo.add_argument("--modules", type=int, default=200, help="modules to buy and simulate")
+    demo.add_argument("--rate", type=float, default=0.5, help="readings/s per module")
+    demo.add_argument("--duration", type=float, help="seconds of live view (default: Ctrl-C)")
+    demo.add_argument("--api-port", type=int, default=8000, help="a free one is used if taken")
     setup = sub.add_parser("setup", help="install the Debian packages the stack (and tests) need")
     setup.add_argument("--tests", action="store_true", help="also what the test suite needs")
     args = parser.parse_args(argv)
@@ -58,7 +62,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "setup":
             packages.ensure(DEBIAN_PACKAGES + (test_packages() if args.tests else []))
             return 0
-        return run_demo()
+        return run_demo(
+            DemoOptions(
+                modules=args.modules,
+                rate_hz=args.rate,
+                duration_s=args.duration,
+                api_port=args.api_port,
+            )
+        )
     except StackError as exc:
         print(f"iotgw: {exc}", file=sys.stderr)
         return 1

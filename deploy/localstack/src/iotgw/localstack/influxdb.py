@@ -136,6 +136,15 @@ bind-address = "{self.host}:{self.rpc_port}"
             raise StackError(f"influxdb query {q!r}: {response.status_code} {body}")
         return body
 
+    def scalar(self, q: str, db: str | None = None) -> int:
+        """The single number a `SELECT count(...)`-style query returns (0 when no series)."""
+        body = self.query(q, db)
+        results = body.get("results")
+        if not isinstance(results, list) or not results:
+            return 0
+        series = results[0].get("series")
+        return int(series[0]["values"][0][1]) if series else 0
+
 
 @dataclass
 class VictoriaNode:
