@@ -7,7 +7,6 @@ the ingest writer is tested against a real server.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import httpx
 from iotgw.localstack.processes import (
     StackError,
     chown_tree,
-    pid_alive,
+    live_pid,
     require_free,
     service_user,
     spawn,
@@ -115,11 +114,7 @@ bind-address = "{self.host}:{self.rpc_port}"
 
     def pid(self) -> int | None:
         """The server's pid when it is alive."""
-        with contextlib.suppress(OSError, ValueError):
-            pid = int(self.pid_file.read_text())
-            if pid_alive(pid):
-                return pid
-        return None
+        return live_pid(self.pid_file)
 
     def stop(self) -> None:
         """Stop the server; harmless when it is not running."""
@@ -194,7 +189,6 @@ class VictoriaNode:
 
     def stop(self) -> None:
         """Stop the server; harmless when it is not running."""
-        with contextlib.suppress(OSError, ValueError):
-            pid = int(self.pid_file.read_text())
-            if pid_alive(pid):
-                terminate(pid)
+        pid = live_pid(self.pid_file)
+        if pid is not None:
+            terminate(pid)

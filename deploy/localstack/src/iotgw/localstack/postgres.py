@@ -17,7 +17,7 @@ from pathlib import Path
 from iotgw.localstack.processes import (
     StackError,
     chown_tree,
-    pid_alive,
+    live_pid,
     require_free,
     run,
     service_user,
@@ -165,11 +165,7 @@ class PostgresNode:
 
     def pid(self) -> int | None:
         """The postmaster's pid when it is alive."""
-        with contextlib.suppress(OSError, ValueError):
-            pid = int(self.pid_file.read_text())
-            if pid_alive(pid):
-                return pid
-        return None
+        return live_pid(self.pid_file)
 
     def stop(self) -> None:
         """Stop the server (SIGINT: fast shutdown); harmless when it is not running."""

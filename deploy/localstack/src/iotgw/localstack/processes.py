@@ -187,6 +187,15 @@ def run(
     )
 
 
+def live_pid(pid_file: Path) -> int | None:
+    """The pid written in `pid_file` if that process is alive (postgres writes more lines)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        pid = int(pid_file.read_text().split()[0])
+        if pid_alive(pid):
+            return pid
+    return None
+
+
 def pid_alive(pid: int) -> bool:
     """True when a process with `pid` exists."""
     try:

@@ -20,7 +20,7 @@ import httpx
 from iotgw.localstack.processes import (
     StackError,
     chown_tree,
-    pid_alive,
+    live_pid,
     require_free,
     run,
     service_user,
@@ -196,11 +196,7 @@ class RabbitNode:
 
     def pid(self) -> int | None:
         """The node's OS pid, if its pid file names a live process."""
-        with contextlib.suppress(OSError, ValueError):
-            pid = int(self.pid_file.read_text().strip())
-            if pid_alive(pid):
-                return pid
-        return None
+        return live_pid(self.pid_file)
 
     def ctl(self, *args: str, timeout: float = 60) -> str:
         """Run `rabbitmqctl` against this node; raise StackError on failure."""
