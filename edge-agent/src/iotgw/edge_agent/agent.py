@@ -68,6 +68,7 @@ class Agent:
         self.loop = NetLoop()
         self.loop.after_iteration.append(self.store.flush_acks)
         self.session = MqttSession(self.core, link_settings(settings), self.loop)
+        self._stop_requested = False
 
     def collect(self) -> dict[str, float]:
         """Counters for /metrics (plain attributes: safe from the metrics thread)."""
@@ -103,6 +104,12 @@ class Agent:
         self.session.stop()
         self.loop.call_later(STOP_GRACE_S, self.loop.stop)
 
+    def request_stop(self) -> None:
+        """Ask for a clean stop from a signal handler: only a flag, which `run` reads on the
+        loop's own stack (a handler that touched the loop's timers mid-iteration could corrupt
+        them: a fault drill's SIGTERM hit `list changed size during iteration`)."""
+        self._stop_requested = True
+
     def run(self) -> None:
         """Run until stopped."""
         log.info(
@@ -117,7 +124,10 @@ class Agent:
         self.session.start()
         self._log_stats()
         try:
-            self.loop.run(until=lambda: self.session.closed)
+            self.loop.run(until=lambda: self.session.closed or self._stop_requested)
+            if self._stop_requested and not self.session.closed:
+                self.stop()
+                self.loop.run(until=lambda: self.session.closed)
         finally:
             self.store.close()
             self.loop.close()
@@ -134,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     agent = Agent(settings)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        agent.stop()
+        agent.request_stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
