@@ -394,7 +394,8 @@ def _network_cut(
     assert reconnected, "the agent never noticed the cut (no new connection)"
     assert totals.dropped == 0
     assert lost == 0
-    assert stored == totals.acknowledged
+    # The agent stops without draining: a reading still buffered may already be stored.
+    assert totals.acknowledged <= stored <= totals.acknowledged + totals.buffered
 
 
 def test_agent_network_cut(
