@@ -36,9 +36,10 @@ from typing import Any
 import httpx
 import pika
 from _common import median, percentile, rabbit_node, rss_mib, scrape, slope, start_influx
-from bench_ingest import VHOST, Bench, emit
+from bench_ingest import VHOST, Bench, cpu_seconds, emit
 from bench_sim import stop_node
 from matplotlib.figure import Figure
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from iotgw.contracts.measurements import TAG_CLIENT, TAG_DEVICE, TELEMETRY
 from iotgw.contracts.topology import DEFAULT_TOPOLOGY, TELEMETRY_QUEUE
@@ -55,6 +56,8 @@ DATABASE = "pipeline"
 SECRET = secrets.token_urlsafe(16)  # module passwords derive from it; never stored
 POLL_S = 0.05
 ROOT = Path(__file__).resolve().parent.parent
+# What a connection attempt to an overloaded broker raises (the second is not an AMQPError).
+BROKER_ERRORS = (pika.exceptions.AMQPError, AMQPConnectorException)
 
 
 @dataclass(frozen=True)
@@ -68,11 +71,11 @@ class Plan:
     connect_timeout_s: float
     baseline_messages: int
     probes: int
-    saturate_hz: float  # the last step again, offering more than the pipeline takes
+    saturate: tuple[int, float]  # modules, Hz: offering more than the pipeline takes
 
 
-FULL = Plan((1000, 2500, 5000, 10_000), 2.0, 5.0, 20.0, 240.0, 60_000, 100, 2.0)
-QUICK = Plan((50, 200), 1.0, 2.0, 6.0, 60.0, 10_000, 20, 20.0)
+FULL = Plan((1000, 2500, 5000, 10_000), 5.0, 5.0, 20.0, 240.0, 60_000, 100, (2500, 4.0))
+QUICK = Plan((50, 200), 1.0, 2.0, 6.0, 60.0, 10_000, 20, (200, 20.0))
 
 
 @dataclass
@@ -90,6 +93,7 @@ class Step:
     latencies: list[float] = field(default_factory=list)
     broker_rss_mib: float = 0.0
     sim_rss_mib: float = 0.0
+    cpu_cores: dict[str, float] = field(default_factory=dict)
 
     def figures(self, broker_idle_mib: float) -> dict[str, Any]:
         """The step as JSON-ready figures."""
@@ -109,7 +113,13 @@ class Step:
             "broker_kib_per_device": round(self.broker_kib_per_device(broker_idle_mib), 1),
             "sim_rss_mib": round(self.sim_rss_mib),
             "sim_kib_per_device": round(self.sim_rss_mib * 1024 / self.modules, 1),
+            "cpu_cores": {k: round(v, 2) for k, v in self.cpu_cores.items()},
+            "cpu_us_per_msg": {k: round(v, 1) for k, v in self.cpu_us_per_msg().items()},
         }
+
+    def cpu_us_per_msg(self) -> dict[str, float]:
+        """CPU microseconds each stage spent per reading written (rates drift; this less so)."""
+        return {k: v / max(self.written_s, 1e-9) * 1e6 for k, v in self.cpu_cores.items()}
 
     def broker_kib_per_device(self, broker_idle_mib: float) -> float:
         """beam.smp RSS growth over idle, per connected module, KiB."""
@@ -127,9 +137,6 @@ class Pipeline:
         self.supervisor = Supervisor(work / "logs")
         self.ingest_port = 0
         self.http = httpx.Client(timeout=10)
-        self.channel = pika.BlockingConnection(
-            pika.URLParameters(rabbit.endpoints.amqp_url(VHOST))
-        ).channel()
 
     def env(self, **settings: Any) -> dict[str, str]:
         """Our environment without IOTGW_* settings, plus `settings` as IOTGW_<NAME>."""
@@ -139,17 +146,34 @@ class Pipeline:
         return env
 
     def queue(self) -> tuple[int, int]:
-        """(messages, consumers) on q.telemetry."""
-        ok = self.channel.queue_declare(TELEMETRY_QUEUE, passive=True).method
+        """(messages, consumers) on q.telemetry.
+
+        A connection per call: an idle BlockingConnection misses heartbeats during long waits.
+        """
+        connection = pika.BlockingConnection(
+            pika.URLParameters(self.rabbit.endpoints.amqp_url(VHOST))
+        )
+        try:
+            ok = connection.channel().queue_declare(TELEMETRY_QUEUE, passive=True).method
+        finally:
+            connection.close()
         return int(ok.message_count), int(ok.consumer_count)
 
     def wait(self, check: Any, timeout: float, what: str) -> None:
         """Poll `check()` until true; RuntimeError after `timeout` seconds."""
         deadline = time.monotonic() + timeout
-        while not check():
+        while not self._true(check):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"timed out waiting for {what}")
-            time.sleep(0.1)
+            time.sleep(0.5)
+
+    @staticmethod
+    def _true(check: Any) -> bool:
+        # A broker busy with 10,000 connections can miss an AMQP handshake: ask again.
+        try:
+            return bool(check())
+        except BROKER_ERRORS:
+            return False
 
     def start_ingest(self) -> None:
         """`iotgw-ingest` with its default batching, metrics on a free port."""
@@ -232,6 +256,13 @@ class Pipeline:
         reader = threading.Thread(
             target=self.read_probes, args=(probes, result.latencies, done), daemon=True
         )
+        pids = {
+            "broker": beam,
+            "simulator": sim_pid,
+            "ingest": self.supervisor.processes["ingest"].proc.pid,
+            "influxdb": self.influx.pid(),
+        }
+        cpu0 = {k: cpu_seconds(pid) for k, pid in pids.items() if pid}
         sim0 = scrape(self.http, sim_port)
         written0, t0 = self.written(), time.monotonic()
         reader.start()
@@ -242,14 +273,17 @@ class Pipeline:
             sim_rss.append(rss_mib(sim_pid))
             time.sleep(1.0)
         written1, t1 = self.written(), time.monotonic()
+        cpu1 = {k: cpu_seconds(pid) for k, pid in pids.items() if pid}
         sim1 = scrape(self.http, sim_port)
         done.set()
         reader.join(10)
         elapsed = t1 - t0
         result.written_s = (written1 - written0) / elapsed
+        result.cpu_cores = {k: (cpu1[k] - cpu0[k]) / elapsed for k in cpu0}
         result.acked_s = (sim1.get("iotgw_sim_acked", 0) - sim0.get("iotgw_sim_acked", 0)) / elapsed
         result.connected = int(sim1.get("iotgw_sim_connected", 0))
-        result.backlog_end = self.queue()[0]
+        with contextlib.suppress(*BROKER_ERRORS):
+            result.backlog_end = self.queue()[0]
         result.broker_rss_mib = median(broker_rss)
         result.sim_rss_mib = median(sim_rss)
 
@@ -283,8 +317,30 @@ class Pipeline:
         """Stop the processes we started and our connections."""
         self.supervisor.stop_all()
         self.http.close()
-        with contextlib.suppress(Exception):
-            self.channel.connection.close()
+
+
+def database_disk(influx: InfluxNode) -> dict[str, Any]:
+    """Points, series and bytes on disk (TSM + WAL) of the benchmark's database.
+
+    Minutes-old data sits mostly in the WAL (about the size of the line protocol) until a cold
+    shard is compacted to TSM, so bytes per point here is an upper bound.
+    """
+    points = influx.scalar(f"SELECT count(seq) FROM {TELEMETRY}", DATABASE)  # noqa: S608
+    answer: Any = influx.query("SHOW SERIES CARDINALITY", DATABASE)
+    series = int(answer["results"][0]["series"][0]["values"][0][-1])
+    size = sum(
+        f.stat().st_size
+        for top in (influx.base_dir / "data" / DATABASE, influx.base_dir / "wal" / DATABASE)
+        for f in top.rglob("*")
+        if f.is_file()
+    )
+    return {
+        "figure": "database_disk",
+        "points": points,
+        "series": series,
+        "bytes_on_disk": size,
+        "bytes_per_point": round(size / max(1, points), 1),
+    }
 
 
 def plot(
@@ -380,9 +436,25 @@ def parse() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def prepare_broker(rabbit: RabbitNode, modules: int) -> None:
+    """Our vhost with the platform's topology, and a broker user per simulated module."""
+    rabbit.add_vhost(VHOST)
+    channel = pika.BlockingConnection(
+        pika.URLParameters(rabbit.endpoints.amqp_url(VHOST))
+    ).channel()
+    DEFAULT_TOPOLOGY.declare(channel)
+    channel.connection.close()
+    started = time.monotonic()
+    identities = fleet(CLIENT, PREFIX, modules)
+    provision(rabbit.endpoints.management_url, ("guest", "guest"), VHOST, identities, SECRET)
+    emit(figure="provision", modules=modules, seconds=round(time.monotonic() - started, 1))
+
+
 def main() -> None:
     """Start the services, step the load, run the baselines, plot, ratios last."""
     args = parse()
+    # SIGTERM unwinds like Ctrl-C, so the services below are stopped either way.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     plan = QUICK if args.quick else FULL
     base = Path(tempfile.mkdtemp(prefix="iotgw-bench-pipeline-"))
     base.chmod(0o755)
@@ -393,20 +465,7 @@ def main() -> None:
     try:
         rabbit.start()
         influx = start_influx(base)
-        rabbit.add_vhost(VHOST)
-        channel = pika.BlockingConnection(
-            pika.URLParameters(rabbit.endpoints.amqp_url(VHOST))
-        ).channel()
-        DEFAULT_TOPOLOGY.declare(channel)
-        channel.connection.close()
-        started = time.monotonic()
-        identities = fleet(CLIENT, PREFIX, max(plan.steps))
-        provision(rabbit.endpoints.management_url, ("guest", "guest"), VHOST, identities, SECRET)
-        emit(
-            figure="provision",
-            modules=len(identities),
-            seconds=round(time.monotonic() - started, 1),
-        )
+        prepare_broker(rabbit, max(plan.steps))
 
         pipeline = Pipeline(rabbit, influx, base, plan)
         pipeline.start_ingest()
@@ -416,10 +475,12 @@ def main() -> None:
         for modules in plan.steps:
             steps.append(pipeline.step(modules, 1 / plan.interval_s))
             emit(**steps[-1].figures(idle_mib))
-        # The pipeline's maximum: the top step offering more than it can take.
-        saturated = pipeline.step(plan.steps[-1], plan.saturate_hz, saturating=True)
+        # The pipeline's maximum: fewer modules, each reporting fast, offering more than it takes.
+        saturated = pipeline.step(*plan.saturate, saturating=True)
         emit(**saturated.figures(idle_mib))
         pipeline.close()
+        disk = database_disk(influx)
+        emit(**disk)
 
         # Baselines with nothing else running: the same code as bench_ingest.py.
         bench = Bench(rabbit, influx)
@@ -461,6 +522,12 @@ def main() -> None:
             saturated_sim_acked_msg_s=round(saturated.acked_s),
             saturated_end_to_end_msg_s=round(saturated.written_s),
             saturated_queue_backlog_at_end=saturated.backlog_end,
+            cpu_us_per_msg_saturated={
+                k: round(v, 1) for k, v in saturated.cpu_us_per_msg().items()
+            },
+            cpu_us_per_msg_bare_consumer=round(broker_cpu, 1),
+            influx_series=disk["series"],
+            influx_bytes_per_point=disk["bytes_per_point"],
         )
     finally:
         if pipeline is not None:
