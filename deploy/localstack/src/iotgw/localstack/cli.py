@@ -14,8 +14,9 @@ from iotgw.localstack.processes import StackError
 from iotgw.localstack.stack import DEBIAN_PACKAGES, Stack, StackSettings
 
 # The tests also need a server for InfluxDB's v2 write API, a browser for the web pages and a
-# PostgreSQL server for the registry (its binaries only: the tests run their own cluster).
-TEST_PACKAGES = ["victoria-metrics", "chromium", "postgresql"]
+# PostgreSQL server for the registry (its binaries only: the tests run their own cluster), and
+# iproute2 (`ip netns`) for the fault drill that cuts one module's network link.
+TEST_PACKAGES = ["victoria-metrics", "chromium", "postgresql", "iproute2"]
 # `kubectl kustomize` renders the deploy overlays in the tests: Debian ships kubectl in
 # kubernetes-client (1.20, kustomize v2.0.3; deploy/ is written to render with it too).
 KUBECTL_PACKAGE = "kubernetes-client"
