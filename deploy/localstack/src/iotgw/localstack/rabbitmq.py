@@ -21,6 +21,7 @@ from iotgw.localstack.processes import (
     StackError,
     chown_tree,
     live_pid,
+    pid_alive,
     require_free,
     run,
     service_user,
@@ -216,6 +217,12 @@ class RabbitNode:
         if pid is not None:
             try:
                 self.ctl("stop", str(self.pid_file), timeout=60)
+                # `down` promises the ports are free when it returns, so make sure of it.
+                wait_until(
+                    lambda: not pid_alive(pid) and not tcp_open(self.endpoints.amqp_port),
+                    30,
+                    f"rabbitmq node {self.endpoints.node_name} to stop",
+                )
             except (StackError, OSError, subprocess.TimeoutExpired):
                 # A node holding thousands of MQTT session queues can take longer than that.
                 terminate(pid)
