@@ -8,7 +8,10 @@ Per step, over a bounded window once all modules are connected:
 - latency: device timestamp -> readable in InfluxDB, p50/p99, from PROBES modules whose new
   points a reader polls for (includes up to one poll interval);
 - memory per connected device: broker (beam.smp RSS minus its RSS before any module connected)
-  / N, and simulator RSS / N.
+  / N, and simulator RSS / N;
+- CPU per stage (beam.smp, simulator, ingest, influxd) as cores and as µs per reading written.
+A saturation step (fewer modules reporting fast) finds the end-to-end maximum; then the
+database's points, series and bytes on disk are read.
 Then, with ingest and simulator stopped, the baselines of bench_ingest.py in the same run:
 a bare pika consumer that only acks (prefetch 300, ack every 30) and raw 5000-line POSTs.
 Writes PNG plots (rate and latency against load, memory per device), prints one JSON object per
