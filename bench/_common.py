@@ -13,7 +13,7 @@ import httpx
 
 from iotgw.localstack.influxdb import InfluxNode
 from iotgw.localstack.processes import free_ports
-from iotgw.localstack.rabbitmq import RabbitEndpoints, RabbitNode
+from iotgw.localstack.rabbitmq import RabbitNode
 
 
 def rabbit_node(base: Path, name: str) -> RabbitNode:
@@ -22,18 +22,7 @@ def rabbit_node(base: Path, name: str) -> RabbitNode:
     RabbitNode starts beam as user `rabbitmq` without `su`, with the open-files limit raised to
     20,000 (about 18,000 sockets), so thousands of MQTT connections fit.
     """
-    amqp, mqtt_port, mgmt, dist, epmd = free_ports(5)
-    return RabbitNode(
-        base / "rabbitmq",
-        RabbitEndpoints(
-            amqp_port=amqp,
-            mqtt_port=mqtt_port,
-            management_port=mgmt,
-            dist_port=dist,
-            epmd_port=epmd,
-            node_name=f"{name}-{amqp}@localhost",
-        ),
-    )
+    return RabbitNode.on_free_ports(base / "rabbitmq", name)
 
 
 def start_influx(base: Path) -> InfluxNode:

@@ -23,8 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from iotgw.localstack.processes import free_ports, terminate
-from iotgw.localstack.rabbitmq import RabbitEndpoints, RabbitNode
+from _common import rabbit_node
+
+from iotgw.localstack.processes import terminate
+from iotgw.localstack.rabbitmq import RabbitNode
 
 RUN_SECONDS = float(os.environ.get("BENCH_SECONDS", "20"))
 AGENT = Path(sys.executable).parent / "iotgw-agent"
@@ -98,18 +100,7 @@ def main() -> None:
     """Baseline, then the agent; the ratio summary is the last line."""
     base = Path(tempfile.mkdtemp(prefix="iotgw-bench-agent-"))
     base.chmod(0o755)
-    amqp, mqtt_port, mgmt, dist, epmd = free_ports(5)
-    node = RabbitNode(
-        base / "rabbitmq",
-        RabbitEndpoints(
-            amqp_port=amqp,
-            mqtt_port=mqtt_port,
-            management_port=mgmt,
-            dist_port=dist,
-            epmd_port=epmd,
-            node_name=f"iotgw-bench-agent-{amqp}@localhost",
-        ),
-    )
+    node = rabbit_node(base, "iotgw-bench-agent")
     try:
         node.start()
         password = secrets.token_urlsafe(16)

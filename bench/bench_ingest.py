@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 import paho.mqtt.client as mqtt
 import pika
+from _common import rabbit_node
 from paho.mqtt.enums import CallbackAPIVersion
 
 from iotgw.cloud_bridge.ingest.points import PointBuilder, SkewGuard
@@ -40,7 +41,7 @@ from iotgw.contracts.measurements import TELEMETRY
 from iotgw.contracts.topology import DEFAULT_TOPOLOGY, TELEMETRY_QUEUE
 from iotgw.localstack.influxdb import InfluxNode
 from iotgw.localstack.processes import free_ports
-from iotgw.localstack.rabbitmq import RabbitEndpoints, RabbitNode
+from iotgw.localstack.rabbitmq import RabbitNode
 
 MESSAGES = int(os.environ.get("BENCH_MESSAGES", "60000"))
 DEVICES = 100
@@ -433,18 +434,7 @@ def main() -> None:
     """Start the services, measure, print JSON, ratios last."""
     base = Path(tempfile.mkdtemp(prefix="iotgw-bench-"))
     base.chmod(0o755)
-    amqp, mqtt_port, mgmt, dist, epmd = free_ports(5)
-    rabbit = RabbitNode(
-        base / "rabbitmq",
-        RabbitEndpoints(
-            amqp_port=amqp,
-            mqtt_port=mqtt_port,
-            management_port=mgmt,
-            dist_port=dist,
-            epmd_port=epmd,
-            node_name=f"iotgw-bench-{amqp}@localhost",
-        ),
-    )
+    rabbit = rabbit_node(base, "iotgw-bench")
     influx = InfluxNode(base / "influxdb", 0, 0)
     try:
         rabbit.start()

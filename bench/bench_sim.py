@@ -28,13 +28,14 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pika
+from _common import rabbit_node
 from paho.mqtt.enums import CallbackAPIVersion
 
 from iotgw.contracts.topology import DEFAULT_TOPOLOGY, TELEMETRY_QUEUE
 from iotgw.device_sim.fleet import Fleet, FleetConfig
 from iotgw.device_sim.identities import fleet, provision
-from iotgw.localstack.processes import free_ports, terminate
-from iotgw.localstack.rabbitmq import RabbitEndpoints, RabbitNode
+from iotgw.localstack.processes import terminate
+from iotgw.localstack.rabbitmq import RabbitNode
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 SIM_MODULES = 200
@@ -210,18 +211,7 @@ def main() -> None:
     """Run the measurements; the ratio summary is the last line."""
     base = Path(tempfile.mkdtemp(prefix="iotgw-bench-sim-"))
     base.chmod(0o755)
-    amqp, mqtt_port, mgmt, dist, epmd = free_ports(5)
-    node = RabbitNode(
-        base / "rabbitmq",
-        RabbitEndpoints(
-            amqp_port=amqp,
-            mqtt_port=mqtt_port,
-            management_port=mgmt,
-            dist_port=dist,
-            epmd_port=epmd,
-            node_name=f"iotgw-bench-sim-{amqp}@localhost",
-        ),
-    )
+    node = rabbit_node(base, "iotgw-bench-sim")
     try:
         node.start()
         bench = Bench(node, base)

@@ -29,7 +29,7 @@ from iotgw.contracts.topology import DEFAULT_TOPOLOGY
 from iotgw.localstack.influxdb import InfluxNode, VictoriaNode
 from iotgw.localstack.postgres import PostgresNode
 from iotgw.localstack.processes import free_ports
-from iotgw.localstack.rabbitmq import RabbitEndpoints, RabbitNode
+from iotgw.localstack.rabbitmq import RabbitNode
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -64,18 +64,7 @@ def services_dir() -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def rabbitmq(services_dir: Path) -> Iterator[RabbitNode]:
     """Our own RabbitMQ node on free ports, for the whole session."""
-    amqp, mqtt, mgmt, dist, epmd = free_ports(5)
-    node = RabbitNode(
-        services_dir / "rabbitmq",
-        RabbitEndpoints(
-            amqp_port=amqp,
-            mqtt_port=mqtt,
-            management_port=mgmt,
-            dist_port=dist,
-            epmd_port=epmd,
-            node_name=f"iotgw-test-{amqp}@localhost",
-        ),
-    )
+    node = RabbitNode.on_free_ports(services_dir / "rabbitmq", "iotgw-test")
     node.start()
     yield node
     node.stop()

@@ -20,6 +20,7 @@ import httpx
 from iotgw.localstack.processes import (
     StackError,
     chown_tree,
+    free_ports,
     live_pid,
     pid_alive,
     require_free,
@@ -78,6 +79,25 @@ class RabbitNode:
         self.base_dir = base_dir
         self.endpoints = endpoints
         self.user = service_user("rabbitmq")
+
+    @classmethod
+    def on_free_ports(
+        cls, base_dir: Path, name: str, mqtt_extra_hosts: tuple[str, ...] = ()
+    ) -> RabbitNode:
+        """A node (not started) under `base_dir` on ports free right now, named `name-<port>`."""
+        amqp, mqtt, management, dist, epmd = free_ports(5)
+        return cls(
+            base_dir,
+            RabbitEndpoints(
+                amqp_port=amqp,
+                mqtt_port=mqtt,
+                management_port=management,
+                dist_port=dist,
+                epmd_port=epmd,
+                node_name=f"{name}-{amqp}@localhost",
+                mqtt_extra_hosts=mqtt_extra_hosts,
+            ),
+        )
 
     @property
     def log_file(self) -> Path:
