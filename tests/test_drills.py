@@ -482,8 +482,11 @@ def _registry_outage(
             return st["publish"] >= expected and settled
 
         # Queue counters come from the management stats, refreshed every few seconds.
-        poll(consumed, 60, "q.status consumed")
-        stats = queue_stats(where.rabbit, where.vhost, "q.status")
+        try:
+            poll(consumed, 60, "q.status consumed")
+        finally:
+            stats = queue_stats(where.rabbit, where.vhost, "q.status")
+            print(f"q.status counters: {stats}, expected publish >= {expected}")
     result = DrillResult(
         scenario=scenario,
         unit="status events",
@@ -518,6 +521,11 @@ def test_registry_database_outage(pg_where: Coordinates, postgres: PostgresNode)
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(
+    reason="finding: the api's q.api.status consumer retries 1 s and 5 s, then dead-letters, so "
+    "an order provisioned during a 90 s database outage never shows Ready",
+    strict=False,
+)
 def test_registry_database_outage_long(pg_where: Coordinates, postgres: PostgresNode) -> None:
     """PostgreSQL away for minutes while modules flap repeatedly."""
     _registry_outage(pg_where, postgres, LONG_OUTAGE_S, 5, "registry database down (long)")
