@@ -128,8 +128,8 @@ DEFAULT_TOPOLOGY = Topology(
         WorkQueue(STATUS_QUEUE, ("devices.*.*.status",)),
         WorkQueue(STATE_QUEUE, ("devices.*.*.state",)),
         WorkQueue(PROVISIONING_QUEUE, ("purchases.#",), retry_delays_ms=(1_000, 5_000, 30_000)),
-        WorkQueue(API_STATUS_QUEUE, ("provisioning.*.*",), retry_delays_ms=(1_000, 5_000)),
+        WorkQueue(API_STATUS_QUEUE, ("provisioning.*.*",)),
         # Desired configs recorded by the api, delivered as retained MQTT by the presence process.
-        WorkQueue(CONFIG_QUEUE, ("config.*.*.desired",), retry_delays_ms=(1_000, 5_000)),
+        WorkQueue(CONFIG_QUEUE, ("config.*.*.desired",)),
     )
 )

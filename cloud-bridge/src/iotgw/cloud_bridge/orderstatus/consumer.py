@@ -1,8 +1,11 @@
 """Consumer of q.api.status: applies `provisioning.<client>.ready|failed` to orders.
 
 A message is acked only after the order's new status is committed. Malformed events go to the
-dead-letter queue with the reason; a database error is retried through the delay queues and
-dead-lettered once they are used up. Applying an outcome is idempotent, so redelivery is safe.
+dead-letter queue with the reason. A database error is the registry's outage, not the event's
+fault: the event goes back on the queue and consumption pauses with a growing delay until the
+database answers again, however long that takes, so an order provisioned during an outage still
+turns Ready (the fault drills found that dead-lettering after a few retries lost it). Applying an
+outcome is idempotent, so redelivery is safe.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from iotgw.cloud_bridge.registry import repository as repo
-from iotgw.contracts.amqp import dead_letter, original_routing_key, retry_later
+from iotgw.contracts.amqp import dead_letter, original_routing_key
 from iotgw.contracts.envelope import Envelope, describe_error
 from iotgw.contracts.jsonlog import trace
 from iotgw.contracts.payloads import ProvisioningData
@@ -30,6 +33,7 @@ log = logging.getLogger(__name__)
 
 QUEUE = DEFAULT_TOPOLOGY.queue(API_STATUS_QUEUE)
 MAX_BACKOFF_S = 5.0
+FIRST_DB_PAUSE_S = 0.2
 
 
 class BadStatusEventError(ValueError):
@@ -104,6 +108,7 @@ class StatusConsumer:
         self.prefetch = prefetch
         self.on_applied = on_applied
         self._stop = threading.Event()
+        self._db_pause = FIRST_DB_PAUSE_S
 
     def stop(self) -> None:
         """Ask `run()` to return (within about half a second)."""
@@ -163,11 +168,16 @@ class StatusConsumer:
                 with self.sessions.begin() as session:
                     known = apply_status_event(session, event)
             except SQLAlchemyError as exc:
-                log.warning("status event not applied, retrying", extra={"error": str(exc)})
-                if not retry_later(channel, QUEUE, body, properties, routing_key):
-                    dead_letter(channel, QUEUE, body, properties, routing_key, f"database: {exc}")
-                channel.basic_ack(method.delivery_tag)
+                log.warning(
+                    "registry unavailable, status event put back",
+                    extra={"error": str(exc), "pause_s": self._db_pause},
+                )
+                channel.basic_nack(method.delivery_tag, requeue=True)
+                # connection.sleep keeps heartbeats flowing while we wait.
+                channel.connection.sleep(self._db_pause)
+                self._db_pause = min(self._db_pause * 2, MAX_BACKOFF_S)
                 return
+            self._db_pause = FIRST_DB_PAUSE_S
             if not known:
                 dead_letter(channel, QUEUE, body, properties, routing_key, "unknown order")
             else:
