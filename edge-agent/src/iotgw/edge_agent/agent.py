@@ -40,6 +40,7 @@ def link_settings(settings: AgentSettings) -> LinkSettings:
         window=settings.inflight_window,
         backoff_min_s=settings.backoff_min_s,
         backoff_max_s=settings.backoff_max_s,
+        tcp_connect_timeout_s=settings.mqtt_tcp_connect_timeout_s,
     )
 
 

@@ -66,6 +66,10 @@ class LinkSettings:
     backoff_min_s: float = 0.5
     backoff_max_s: float = 30.0
     connect_timeout_s: float = 10.0
+    # paho's TCP connect blocks the loop (and so sampling, and in the simulator every module)
+    # while packets vanish into a cut link; keep that stall short. The CONNACK wait above is a
+    # loop timer and blocks nothing.
+    tcp_connect_timeout_s: float = 2.0
 
 
 @dataclass
@@ -157,7 +161,7 @@ class MqttSession:
         client.username_pw_set(self.link.username, self.link.password)
         client.max_inflight_messages_set(self.link.window + 10)
         client.max_queued_messages_set(0)
-        client.connect_timeout = self.link.connect_timeout_s
+        client.connect_timeout = self.link.tcp_connect_timeout_s
         if self.link.tls is not None:
             tls = self.link.tls
             client.tls_set(

@@ -32,6 +32,12 @@ class AgentSettings(CommonSettings):
         default=None, description="RabbitMQ vhost; sent as the `vhost:user` username prefix"
     )
     mqtt_keepalive_s: int = Field(default=30, ge=5, le=3600)
+    mqtt_tcp_connect_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="longest a TCP connect may block sampling when the link drops packets",
+    )
     mqtt_tls: bool = False
     mqtt_ca_file: Path | None = None
     mqtt_cert_file: Path | None = None
