@@ -6,8 +6,10 @@ runs as `.venv/bin/python bench/<file>.py`).
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -34,6 +36,11 @@ def start_influx(base: Path) -> InfluxNode:
     influx = InfluxNode(base / "influxdb", http_port, rpc_port)
     influx.start()
     return influx
+
+
+def emit(**figures: Any) -> None:
+    """One line of JSON on stdout (benchmarks print their figures this way, ratios last)."""
+    print(json.dumps(figures), flush=True)
 
 
 def rss_mib(pid: int) -> float:

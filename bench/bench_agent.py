@@ -12,7 +12,6 @@ Run: `.venv/bin/python bench/bench_agent.py`.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
@@ -23,10 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import rabbit_node
-
-from iotgw.localstack.processes import terminate
-from iotgw.localstack.rabbitmq import RabbitNode
+from _common import emit, rabbit_node
 
 RUN_SECONDS = float(os.environ.get("BENCH_SECONDS", "20"))
 AGENT = Path(sys.executable).parent / "iotgw-agent"
@@ -47,22 +43,6 @@ while True:
     seq += 1
     time.sleep(0.1)
 """
-
-
-def stop_node(node: RabbitNode) -> None:
-    """Stop the node; thousands of durable session queues can outlast rabbitmqctl's timeout."""
-    try:
-        node.stop()
-    except subprocess.TimeoutExpired:
-        pid = node.pid()
-        if pid is not None:
-            terminate(pid)
-        subprocess.run(["epmd", "-port", str(node.endpoints.epmd_port), "-kill"], check=False)
-
-
-def emit(**figures: Any) -> None:
-    """One line of JSON."""
-    print(json.dumps(figures), flush=True)
 
 
 def rss_kb(pid: int) -> int:
@@ -132,7 +112,7 @@ def main() -> None:
             ratio_agent_vs_raw_paho_rss=round(agent["rss_peak_mib"] / raw["rss_peak_mib"], 2),
         )
     finally:
-        stop_node(node)
+        node.stop()
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 import paho.mqtt.client as mqtt
 import pika
-from _common import rabbit_node
+from _common import emit, rabbit_node
 from paho.mqtt.enums import CallbackAPIVersion
 
 from iotgw.cloud_bridge.ingest.points import PointBuilder, SkewGuard
@@ -54,11 +54,6 @@ POLL_S = 0.01
 LOAD_PROCESSES = 2
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 INGEST = Path(sys.executable).parent / "iotgw-ingest"
-
-
-def emit(**figures: Any) -> None:
-    """One line of JSON."""
-    print(json.dumps(figures), flush=True)
 
 
 def reading(seq: int, ts: float) -> bytes:

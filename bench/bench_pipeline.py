@@ -38,9 +38,17 @@ from typing import Any
 
 import httpx
 import pika
-from _common import median, percentile, rabbit_node, rss_mib, scrape, slope, start_influx
-from bench_ingest import VHOST, Bench, cpu_seconds, emit
-from bench_sim import stop_node
+from _common import (
+    emit,
+    median,
+    percentile,
+    rabbit_node,
+    rss_mib,
+    scrape,
+    slope,
+    start_influx,
+)
+from bench_ingest import VHOST, Bench, cpu_seconds
 from matplotlib.figure import Figure
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
@@ -537,7 +545,7 @@ def main() -> None:
             pipeline.close()
         if influx is not None:
             influx.stop()
-        stop_node(rabbit)
+        rabbit.stop()
         shutil.rmtree(base, ignore_errors=True)
 
 

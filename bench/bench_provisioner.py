@@ -11,7 +11,6 @@ Run: `.venv/bin/python bench/bench_provisioner.py` (BENCH_PURCHASES, BENCH_RATE 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pika
+from _common import emit
 
 from iotgw.contracts.credentials import rabbit_password_hash
 from iotgw.contracts.envelope import Envelope
@@ -44,11 +44,6 @@ RATE = float(os.environ.get("BENCH_RATE", "20"))
 GOAL_P99_MS = 2000.0
 PRODUCTS = ("Product-A", "Product-B", "Product-C")
 ENTRY = Path(sys.executable).parent / "iotgw-provisioner"
-
-
-def emit(**figures: Any) -> None:
-    """One line of JSON."""
-    print(json.dumps(figures), flush=True)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -15,11 +15,9 @@ Run: `.venv/bin/python bench/bench_sim.py` (BENCH_RAMP_MODULES, BENCH_SECONDS ov
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -28,13 +26,12 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pika
-from _common import rabbit_node
+from _common import emit, rabbit_node
 from paho.mqtt.enums import CallbackAPIVersion
 
 from iotgw.contracts.topology import DEFAULT_TOPOLOGY, TELEMETRY_QUEUE
 from iotgw.device_sim.fleet import Fleet, FleetConfig
 from iotgw.device_sim.identities import fleet, provision
-from iotgw.localstack.processes import terminate
 from iotgw.localstack.rabbitmq import RabbitNode
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
@@ -47,22 +44,6 @@ PAYLOAD = (
     b'{"ts":1700000000.123,"seq":123456,"metrics":{"temperature":21.53,"humidity":48.2,'
     b'"battery_pct":87.31,"battery_v":4.086,"rssi":-71}}'
 )
-
-
-def stop_node(node: RabbitNode) -> None:
-    """Stop the node; thousands of durable session queues can outlast rabbitmqctl's timeout."""
-    try:
-        node.stop()
-    except subprocess.TimeoutExpired:
-        pid = node.pid()
-        if pid is not None:
-            terminate(pid)
-        subprocess.run(["epmd", "-port", str(node.endpoints.epmd_port), "-kill"], check=False)
-
-
-def emit(**figures: Any) -> None:
-    """One line of JSON."""
-    print(json.dumps(figures), flush=True)
 
 
 def rss_mb() -> float:
@@ -230,7 +211,7 @@ def main() -> None:
             ratio_connected_vs_goal=round(ramp["held_connected"] / 10_000, 3),
         )
     finally:
-        stop_node(node)
+        node.stop()
         shutil.rmtree(base, ignore_errors=True)
 
 
