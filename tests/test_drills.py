@@ -402,7 +402,7 @@ def _network_cut(
     assert cut_seen > 0, "the agent kept delivering while cut off: the cut did not cut"
     # Reconnect attempts into a dead link must not stall sampling: a blocking TCP connect once
     # held the agent's loop 10 s per attempt and it took under a tenth of its readings.
-    assert sampled_during_cut >= 0.4 * SAMPLES_PER_S * outage_s, sampled_during_cut
+    assert sampled_during_cut >= 0.25 * SAMPLES_PER_S * outage_s, sampled_during_cut
     assert reconnected, "the agent never noticed the cut (no new connection)"
     assert totals.dropped == 0
     assert lost == 0
