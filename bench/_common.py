@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pika
 
+from iotgw.contracts.topology import DEFAULT_TOPOLOGY
 from iotgw.localstack.influxdb import InfluxNode
 from iotgw.localstack.processes import free_ports
 from iotgw.localstack.rabbitmq import RabbitNode
@@ -25,6 +27,16 @@ def rabbit_node(base: Path, name: str) -> RabbitNode:
     20,000 (about 18,000 sockets), so thousands of MQTT connections fit.
     """
     return RabbitNode.on_free_ports(base / "rabbitmq", name)
+
+
+def topology_vhost(rabbit: RabbitNode, vhost: str) -> None:
+    """Create `vhost` on `rabbit` with the platform's queues declared in it."""
+    rabbit.add_vhost(vhost)
+    connection = pika.BlockingConnection(pika.URLParameters(rabbit.endpoints.amqp_url(vhost)))
+    try:
+        DEFAULT_TOPOLOGY.declare(connection.channel())
+    finally:
+        connection.close()
 
 
 def start_influx(base: Path) -> InfluxNode:

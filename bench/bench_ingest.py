@@ -33,12 +33,12 @@ from typing import Any
 import httpx
 import paho.mqtt.client as mqtt
 import pika
-from _common import emit, rabbit_node
+from _common import emit, rabbit_node, topology_vhost
 from paho.mqtt.enums import CallbackAPIVersion
 
 from iotgw.cloud_bridge.ingest.points import PointBuilder, SkewGuard
 from iotgw.contracts.measurements import TELEMETRY
-from iotgw.contracts.topology import DEFAULT_TOPOLOGY, TELEMETRY_QUEUE
+from iotgw.contracts.topology import TELEMETRY_QUEUE
 from iotgw.localstack.influxdb import InfluxNode
 from iotgw.localstack.processes import free_ports
 from iotgw.localstack.rabbitmq import RabbitNode
@@ -436,12 +436,7 @@ def main() -> None:
         # Ports picked only now: the node opens ports of its own while it starts.
         influx.http_port, influx.rpc_port = free_ports(2)
         influx.start()
-        rabbit.add_vhost(VHOST)
-        channel = pika.BlockingConnection(
-            pika.URLParameters(rabbit.endpoints.amqp_url(VHOST))
-        ).channel()
-        DEFAULT_TOPOLOGY.declare(channel)
-        channel.connection.close()
+        topology_vhost(rabbit, VHOST)
         bench = Bench(rabbit, influx)
 
         # Other work shares this machine: interleave the runs and keep each one's best.

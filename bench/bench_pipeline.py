@@ -47,13 +47,14 @@ from _common import (
     scrape,
     slope,
     start_influx,
+    topology_vhost,
 )
 from bench_ingest import VHOST, Bench, cpu_seconds
 from matplotlib.figure import Figure
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from iotgw.contracts.measurements import TAG_CLIENT, TAG_DEVICE, TELEMETRY
-from iotgw.contracts.topology import DEFAULT_TOPOLOGY, TELEMETRY_QUEUE
+from iotgw.contracts.topology import TELEMETRY_QUEUE
 from iotgw.device_sim.identities import fleet, provision
 from iotgw.localstack.influxdb import InfluxNode
 from iotgw.localstack.processes import free_ports
@@ -449,12 +450,7 @@ def parse() -> argparse.Namespace:
 
 def prepare_broker(rabbit: RabbitNode, modules: int) -> None:
     """Our vhost with the platform's topology, and a broker user per simulated module."""
-    rabbit.add_vhost(VHOST)
-    channel = pika.BlockingConnection(
-        pika.URLParameters(rabbit.endpoints.amqp_url(VHOST))
-    ).channel()
-    DEFAULT_TOPOLOGY.declare(channel)
-    channel.connection.close()
+    topology_vhost(rabbit, VHOST)
     started = time.monotonic()
     identities = fleet(CLIENT, PREFIX, modules)
     provision(rabbit.endpoints.management_url, ("guest", "guest"), VHOST, identities, SECRET)
